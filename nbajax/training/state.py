@@ -1,0 +1,114 @@
+"""Train state: model variables, optimizer state and step in one pytree.
+
+Batch-norm statistics live beside the parameters (flax's imagenet example
+pattern), so every train step returns them explicitly and the teacher,
+evaluation and the pseudo-sample generator can run the same model with
+`train=False`.
+"""
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a resumed run needs; nothing random is kept in it.
+
+  Attributes:
+    step: int32 scalar, optimizer steps taken.
+    params: the model's 'params' collection.
+    batch_stats: the model's 'batch_stats' collection (may be empty).
+    opt_state: the optax state of `tx`.
+    apply_fn: `model.apply` (static).
+    tx: the optax transformation (static).
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """The model variables `{'params', 'batch_stats'}` for `apply_fn`."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+  def apply_gradients(self, grads: Any, batch_stats: Any) -> 'TrainState':
+    """One optimizer update; also stores the new batch-norm statistics."""
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(
+        step=self.step + 1,
+        params=optax.apply_updates(self.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+
+  def to_tree(self) -> dict[str, Any]:
+    """The saveable part: `{'params','batch_stats','opt_state','step'}`."""
+    return {
+        'params': self.params,
+        'batch_stats': self.batch_stats,
+        'opt_state': self.opt_state,
+        'step': self.step,
+    }
+
+  def from_tree(self, tree: dict[str, Any]) -> 'TrainState':
+    """Returns this state with the leaves of a restored `to_tree()` dict.
+
+    Orbax gives containers back as plain dicts/tuples; the leaves are put
+    back into this state's own tree structure (optax named tuples included).
+
+    Raises:
+      ValueError: when the restored tree has another number of leaves.
+    """
+    own = self.to_tree()
+    treedef = jax.tree_util.tree_structure(own)
+    leaves = jax.tree_util.tree_leaves(tree)
+    if len(leaves) != treedef.num_leaves:
+      raise ValueError(
+          f'restored state has {len(leaves)} arrays, this model and optimizer '
+          f'need {treedef.num_leaves}: the checkpoint is of another model or '
+          'optimizer')
+    rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+    return self.replace(**rebuilt)
+
+
+def create_train_state(
+    model: flax.linen.Module,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    image_shape: tuple[int, int, int],
+    variables: dict[str, Any] | None = None,
+) -> TrainState:
+  """Initializes (or wraps given) model variables and the optimizer.
+
+  Args:
+    model: a linen module following the models contract.
+    tx: the optimizer.
+    key: PRNG key for `model.init` (unused when `variables` is given).
+    image_shape: (H, W, C) of one input image.
+    variables: optional existing `{'params', 'batch_stats'}` to start from
+      (fine-tuning a backdoored model, for instance).
+
+  Returns:
+    A TrainState at step 0.
+  """
+  if variables is None:
+    dummy = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = model.init(key, dummy, train=False)
+  params = variables['params']
+  batch_stats = variables.get('batch_stats', {})
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=tx.init(params),
+      apply_fn=model.apply,
+      tx=tx,
+  )
