@@ -1,0 +1,1 @@
+"""nbajax test suite."""
