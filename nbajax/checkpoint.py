@@ -131,6 +131,32 @@ class Checkpointer:
       raise CheckpointError(str(e)) from e
     return state, dict(restored.meta)
 
+  def restore_variables(self, template: Any,
+                        step: int | None = None) -> dict[str, Any]:
+    """Only the model variables of `step` (default newest), checked.
+
+    Args:
+      template: `{'params','batch_stats'}` of the expected model (arrays or
+        `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape(model.init, ...)`).
+      step: which step.
+
+    Returns:
+      `{'params', 'batch_stats'}` in the template's structure.
+
+    Raises:
+      CheckpointError: missing/corrupted step, or variables whose names or
+        shapes differ from the template (another model or class count).
+    """
+    step = self._require(step)
+    try:
+      tree = restore_variables(self.step_dir(step))
+    except Exception as e:
+      raise CheckpointError(
+          f'cannot read step {step} in {self.directory}: {e}') from e
+    check_same_shapes(tree, template, where=self.step_dir(step))
+    want = jax.tree_util.tree_structure(template)
+    return jax.tree_util.tree_unflatten(want, jax.tree_util.tree_leaves(tree))
+
   def _require(self, step: int | None) -> int:
     steps = self.all_steps()
     if step is None:
@@ -161,3 +187,17 @@ def restore_variables(step_dir: str | os.PathLike) -> dict[str, Any]:
   tree = ocp.StandardCheckpointer().restore(
       os.path.join(os.fspath(step_dir), 'state'))
   return {'params': tree['params'], 'batch_stats': tree['batch_stats']}
+
+
+def check_same_shapes(tree: Any, template: Any, *, where: str) -> None:
+  """Raises CheckpointError naming the first variable that differs."""
+  have = {jax.tree_util.keystr(k): v.shape
+          for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+  want = {jax.tree_util.keystr(k): v.shape
+          for k, v in jax.tree_util.tree_leaves_with_path(template)}
+  for name in sorted(set(have) | set(want)):
+    if have.get(name) != want.get(name):
+      raise CheckpointError(
+          f'{where} does not fit this model: variable {name} has shape '
+          f'{have.get(name)} in the checkpoint and {want.get(name)} in the '
+          'model (another architecture or number of classes?)')

@@ -1,0 +1,121 @@
+"""Defaults shared by every config; variants import and change a few fields.
+
+Not a runnable config by itself (it has no data set of its own): see
+`digits.py`, `gtsrb.py`, `cifar10_wrn.py`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Base config: seed, data, model, training, attack and defense fields."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.eval_batch_size = 512
+  c.keep_checkpoints = 2
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'digits'  # 'digits', 'npz' (with path) or a TFDS name.
+  c.data.path = ''
+  c.data.data_dir = ''  # TFDS data_dir.
+  c.data.split_seed = 0  # For sources without a fixed test split.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'cnn'
+  c.model.normalize = True  # Per-dataset mean/std inside the model.
+
+  # Training from scratch (clean and backdoored models).
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 30
+  c.train.batch_size = 64
+  c.train.lr = 0.1
+  c.train.schedule = 'cosine'  # 'constant', 'step', 'cosine'.
+  c.train.boundaries = ()  # Epochs where 'step' multiplies lr by decay.
+  c.train.decay = 0.1
+  c.train.momentum = 0.9
+  c.train.nesterov = True
+  c.train.weight_decay = 5e-4
+  c.train.crop_padding = 4
+  c.train.flip = True
+  c.train.cutout = 0
+  c.train.loop = 'auto'  # 'step' on CPU, 'scan' on GPU/TPU.
+
+  # The backdoor attack (nbajax.attacks); params go to get_attack().
+  c.attack = ml_collections.ConfigDict()
+  c.attack.name = 'badnets'
+  c.attack.params = ml_collections.ConfigDict()
+  # JSON merged over params, for the command line:
+  # --config.attack.params_json='{"alpha": 0.1}'
+  c.attack.params_json = ''
+  c.attack.rate = 0.1  # Dirty-label: of all images; clean-label: of target.
+  c.attack.target = 0
+  c.attack.mode = 'all-to-one'  # Or 'all-to-all'.
+  c.attack.seed = 0
+  # Clean model that trojan and cl need: trained with `train` unless a
+  # checkpoint directory (a `experiments.train` workdir) is given.
+  c.attack.clean_model_dir = ''
+
+  # The defense (nbajax.defenses). Optimizer fields as in `train`.
+  c.defense = ml_collections.ConfigDict()
+  c.defense.name = 'nba'
+  c.defense.clean_fraction = 0.05  # Of the training set, class-stratified.
+  c.defense.clean_seed = 0
+  c.defense.epochs = 20
+  c.defense.batch_size = 64
+  c.defense.lr = 0.01
+  c.defense.schedule = 'constant'
+  c.defense.boundaries = ()
+  c.defense.decay = 0.1
+  c.defense.momentum = 0.9
+  c.defense.nesterov = True
+  c.defense.weight_decay = 1e-4
+  c.defense.crop_padding = 4
+  c.defense.flip = False
+  c.defense.cutout = 0
+  c.defense.loop = 'auto'
+
+  # Teacher of NAD/NBA: the backdoored model fine-tuned (CE) on the subset.
+  c.defense.teacher = ml_collections.ConfigDict()
+  c.defense.teacher.epochs = 10
+  c.defense.teacher.batch_size = 64
+  c.defense.teacher.lr = 0.01
+  c.defense.teacher.schedule = 'constant'
+  c.defense.teacher.boundaries = ()
+  c.defense.teacher.decay = 0.1
+  c.defense.teacher.momentum = 0.9
+  c.defense.teacher.nesterov = True
+  c.defense.teacher.weight_decay = 1e-4
+  c.defense.teacher.crop_padding = 4
+  c.defense.teacher.flip = False
+  c.defense.teacher.cutout = 0
+  c.defense.teacher.loop = 'auto'
+
+  c.defense.fp = ml_collections.ConfigDict()
+  c.defense.fp.max_acc_drop = 0.05  # Clean-subset accuracy we may lose.
+  c.defense.fp.max_ratio = 0.9  # At most this fraction of channels pruned.
+
+  c.defense.nad = ml_collections.ConfigDict()
+  c.defense.nad.layers = ()  # Empty: the model's distill_layers().
+  c.defense.nad.betas = (500.0, 1000.0, 1000.0)
+  c.defense.nad.p = 2.0
+
+  # Our formulation of NBA (DESIGN.md); every choice is a field.
+  c.defense.nba = ml_collections.ConfigDict()
+  c.defense.nba.layers = ()
+  c.defense.nba.betas = (500.0, 1000.0, 1000.0)
+  c.defense.nba.p = 2.0
+  c.defense.nba.weights = ml_collections.ConfigDict(
+      dict(spatial=1.0, channel=0.2, relation=0.0))
+  c.defense.nba.gamma = 1.0  # Pseudo-sample behavior alignment.
+  c.defense.nba.lam = 0.0  # CE on pseudo samples.
+  c.defense.nba.kd = 0.0  # KD(T(align) || S(x~)) weight.
+  c.defense.nba.kd_temperature = 4.0
+  c.defense.nba.eps = 16 / 255
+  c.defense.nba.alpha = 0.0  # 0: eps / 2.
+  c.defense.nba.steps = 3  # 0 with random_start: random-noise control.
+  c.defense.nba.mode = 'universal'  # Or 'per_sample'.
+  c.defense.nba.random_start = True
+  c.defense.nba.generator_target = 'clean'  # Teacher input while crafting.
+  c.defense.nba.align_to = 'pseudo'  # Teacher input of the alignment.
+  c.defense.nba.pseudo_bn = 'train'  # Or 'eval'.
+  return c

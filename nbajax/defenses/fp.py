@@ -1,0 +1,110 @@
+"""FP: fine-pruning (Liu et al., RAID 2018), then fine-tuning.
+
+Prunes channels of the last activation map (the model's 'final' feature,
+whose global average feeds the classifier 'head') in order of increasing
+mean activation on the clean subset, as long as clean-subset accuracy stays
+within `max_acc_drop` of the unpruned model and at most `max_ratio` of the
+channels go; then fine-tunes with the pruned channels held at zero.
+
+Pruning a channel of the pooled map is exactly zeroing its row of the head
+kernel (logits = pooled @ W + b), so every candidate count is evaluated from
+one forward pass, and the mask stays exact during fine-tuning because the
+loss sees `W * mask` (pruned rows get no gradient and weight decay keeps a
+zero at zero).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nbajax import training
+from nbajax.defenses.base import DefenseContext, finetune
+
+
+def pooled_features(model, variables, x: np.ndarray, *,
+                    batch_size: int = 512) -> np.ndarray:
+  """Global-average 'final' activations, float32 [n, C] (eval mode)."""
+  fn = jax.jit(lambda v, z: model.apply(v, training.to_float(z),
+                                        train=False)[1]['final'].mean((1, 2)))
+  return np.concatenate([np.asarray(fn(variables, x[i:i + batch_size]))
+                         for i in range(0, len(x), batch_size)])
+
+
+def choose_pruning(pooled: np.ndarray, y: np.ndarray, kernel: np.ndarray,
+                   bias: np.ndarray, *, max_acc_drop: float,
+                   max_ratio: float) -> tuple[np.ndarray, list[float]]:
+  """Pruning mask and the accuracy of every candidate count.
+
+  Args:
+    pooled: [n, C] pooled activations on clean data.
+    y: int [n] labels.
+    kernel: head kernel [C, K].
+    bias: head bias [K].
+    max_acc_drop: largest allowed fall in clean accuracy (fraction).
+    max_ratio: largest fraction of channels to prune.
+
+  Returns:
+    (float32 mask [C] with 0 for pruned channels, accuracies for 0..k).
+  """
+  order = np.argsort(pooled.mean(0), kind='stable')  # Least active first.
+  c = kernel.shape[0]
+  accs = []
+  mask = np.ones(c, np.float32)
+  for k in range(int(np.floor(max_ratio * c)) + 1):
+    trial = np.ones(c, np.float32)
+    trial[order[:k]] = 0.0
+    logits = pooled @ (kernel * trial[:, None]) + bias
+    accs.append(float(np.mean(np.argmax(logits, -1) == y)))
+    if accs[-1] < accs[0] - max_acc_drop:
+      break
+    mask = trial
+  return mask, accs
+
+
+def _masked_params(params: Any, mask: jax.Array) -> Any:
+  head = dict(params['head'])
+  head['kernel'] = head['kernel'] * mask[:, None]
+  return {**params, 'head': head}
+
+
+def make_masked_ce_loss(model):
+  """CE loss of the model whose head rows are multiplied by `aux['mask']`."""
+  ce = training.make_ce_loss(model)
+
+  def loss_fn(params, batch_stats, x, y, key, aux):
+    return ce(_masked_params(params, aux['mask']), batch_stats, x, y, key,
+              None)
+
+  return loss_fn
+
+
+def defend(ctx: DefenseContext, cfg: ml_collections.ConfigDict):
+  """Prune by `cfg.fp.max_acc_drop` / `cfg.fp.max_ratio`, then fine-tune.
+
+  Returns:
+    (defended variables, history); history[0] carries 'pruned' and
+    'prune_accs'.
+  """
+  variables = jax.device_get(ctx.variables)
+  head = variables['params']['head']
+  pooled = pooled_features(ctx.model, variables, ctx.x_clean)
+  mask, accs = choose_pruning(
+      pooled, np.asarray(ctx.y_clean), np.asarray(head['kernel']),
+      np.asarray(head['bias']), max_acc_drop=float(cfg.fp.max_acc_drop),
+      max_ratio=float(cfg.fp.max_ratio))
+  pruned = int((mask == 0).sum())
+  ctx.log(f'[{ctx.name}] pruned {pruned}/{mask.size} channels of the last '
+          f'layer; clean-subset accuracy {100 * accs[0]:.1f}% -> '
+          f'{100 * accs[min(pruned, len(accs) - 1)]:.1f}%')
+  start = {'params': _masked_params(variables['params'], jnp.asarray(mask)),
+           'batch_stats': variables['batch_stats']}
+  if int(cfg.epochs) == 0:
+    return jax.device_get(start), [{'pruned': pruned, 'prune_accs': accs}]
+  defended, history = finetune(ctx, cfg, make_masked_ce_loss(ctx.model),
+                               aux={'mask': jnp.asarray(mask)},
+                               variables=start)
+  history[0] = {**history[0], 'pruned': pruned, 'prune_accs': accs}
+  return defended, history

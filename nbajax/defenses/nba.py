@@ -1,0 +1,120 @@
+"""NBA: Neural Behavior Alignment (Ying & Wu, Cybersecurity 2023), our form.
+
+Only the paper's abstract is available. From it: distillation that
+(1) transfers high-level representations of neural behavior rather than
+outputs, and (2) crafts pseudo samples that make the student show its
+backdoor behavior, then aligns that behavior with the teacher's benign one.
+Everything concrete below is OUR formulation (DESIGN.md), each choice a
+field of `cfg.nba`:
+
+* behavior of a layer: weighted `spatial` (NAD's attention map), `channel`
+  (normalized per-channel activation) and `relation` (channel Gram matrix)
+  representations (`weights`), over `layers` with `betas`;
+* pseudo samples x~: `steps` sign-PGD steps (size `alpha`, default eps/2)
+  in the L-inf ball `eps`, `mode` 'universal' or 'per_sample', maximizing
+  the student-teacher behavior distance, both models in eval mode
+  (`nbajax.generator`); `generator_target` says whether the teacher sees
+  the clean x or x~ while crafting;
+* loss: CE(S(x), y) + sum_l beta_l D_l(S(x), T(x))
+        + gamma * sum_l beta_l D_l(S(x~), T(align))
+        + lam * CE(S(x~), y) + kd * KD(S(x~), T(align)),
+  with `align_to` 'clean' (T on x) or 'pseudo' (T on x~);
+* `pseudo_bn`: the student sees x~ in train mode with its batch-norm update
+  discarded ('train', the running statistics stay those of clean data) or
+  in eval mode ('eval').
+
+With weights spatial-only and gamma = lam = kd = 0 this is NAD exactly.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from nbajax import generator, losses
+from nbajax.defenses.base import DefenseContext, finetune, layer_betas
+from nbajax.training import classification_sums
+
+ALIGN_TO = ('clean', 'pseudo')
+PSEUDO_BN = ('train', 'eval')
+
+
+def behavior_weights(cfg: ml_collections.ConfigDict) -> dict[str, float]:
+  """Non-zero `{kind: weight}` of `cfg.weights` (spatial/channel/relation)."""
+  weights = {k: float(v) for k, v in cfg.weights.items() if float(v) != 0.0}
+  if not weights:
+    raise ValueError(f'nba.weights needs a non-zero kind, got {cfg.weights}')
+  return weights
+
+
+def make_nba_loss(model, cfg: ml_collections.ConfigDict, *,
+                  betas: dict[str, float]):
+  """Loss `(params, batch_stats, x, y, key, teacher) -> (loss, aux)`.
+
+  Args:
+    model: linen module shared by student and teacher.
+    cfg: `defense.nba` config.
+    betas: layer -> beta.
+
+  Raises:
+    ValueError: for an unknown `align_to`, `pseudo_bn` or generator field.
+  """
+  if cfg.align_to not in ALIGN_TO:
+    raise ValueError(f'nba.align_to must be one of {ALIGN_TO}, got '
+                     f'{cfg.align_to!r}')
+  if cfg.pseudo_bn not in PSEUDO_BN:
+    raise ValueError(f'nba.pseudo_bn must be one of {PSEUDO_BN}, got '
+                     f'{cfg.pseudo_bn!r}')
+  weights = behavior_weights(cfg)
+  p = float(cfg.p)
+  gamma, lam, kd = float(cfg.gamma), float(cfg.lam), float(cfg.kd)
+  distance = functools.partial(losses.behavior_loss, betas=betas,
+                               weights=weights, p=p)
+  craft = functools.partial(
+      generator.craft_pseudo_samples, eps=float(cfg.eps),
+      steps=int(cfg.steps), alpha=float(cfg.alpha) or None, mode=cfg.mode,
+      target=cfg.generator_target, random_start=bool(cfg.random_start),
+      distance_fn=distance)
+
+  def loss_fn(params, batch_stats, x, y, key, teacher):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    frozen = jax.lax.stop_gradient(variables)
+    teacher_fn = lambda z: model.apply(teacher, z, train=False)
+    x_pseudo = craft(lambda z: model.apply(frozen, z, train=False),
+                     teacher_fn, x, key)
+    (logits, feats), updates = model.apply(variables, x, train=True,
+                                           mutable=['batch_stats'])
+    t_logits, t_feats = teacher_fn(x)
+    if cfg.pseudo_bn == 'train':  # Its BN update is dropped on purpose.
+      (p_logits, p_feats), _ = model.apply(variables, x_pseudo, train=True,
+                                           mutable=['batch_stats'])
+    else:
+      p_logits, p_feats = model.apply(variables, x_pseudo, train=False)
+    if cfg.align_to == 'clean':
+      a_logits, a_feats = t_logits, t_feats
+    else:
+      a_logits, a_feats = teacher_fn(x_pseudo)
+    loss, terms = losses.nba_loss(
+        logits, feats, t_feats, y, p_logits, p_feats, a_logits, a_feats,
+        betas=betas, weights=weights, gamma=gamma, lam=lam, kd_weight=kd,
+        temperature=float(cfg.kd_temperature), p=p)
+    sums = classification_sums(logits, y, loss)
+    b = jnp.asarray(y.shape[0], jnp.float32)
+    sums.update({name: value * b for name, value in terms.items()})
+    return loss, (updates['batch_stats'], sums)
+
+  return loss_fn
+
+
+def defend(ctx: DefenseContext, cfg: ml_collections.ConfigDict):
+  """NBA with the fields of `cfg.nba` (see module docstring).
+
+  Raises:
+    ValueError: without a teacher, or for a bad `cfg.nba` field.
+  """
+  if ctx.teacher is None:
+    raise ValueError('nba needs a teacher (the fine-tuned backdoored model)')
+  betas = layer_betas(cfg.nba, ctx.model_name)
+  loss_fn = make_nba_loss(ctx.model, cfg.nba, betas=betas)
+  return finetune(ctx, cfg, loss_fn, aux=jax.device_get(ctx.teacher))

@@ -1,0 +1,132 @@
+"""The attack job: poison the training set, train the backdoored model.
+
+Layout of an attack workdir:
+
+    workdir/clean/          clean model (trojan, cl), an `experiments.train` run
+    workdir/checkpoints/    the backdoored model (Orbax; metadata holds the
+                            prepared attack spec, poison seed, indices hash)
+    workdir/results.json    ACC, ACC-non-target, ASR, RA, history
+    workdir/trigger.png     clean vs triggered test images
+"""
+
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from nbajax import attacks
+from nbajax.attacks import figures, poison
+from nbajax.checkpoint import Checkpointer
+from nbajax.pipeline import common, evaluate, train
+
+NEEDS_CLEAN_MODEL = ('trojan', 'cl')
+
+
+def attack_params(attack_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`attack.params` merged with the JSON of `attack.params_json`."""
+  params = common.to_dict(attack_cfg.get('params', {})) or {}
+  extra = attack_cfg.get('params_json', '')
+  if extra:
+    try:
+      params.update(json.loads(extra))
+    except json.JSONDecodeError as e:
+      raise ValueError(f'attack.params_json is not valid JSON: {e}') from e
+  return params
+
+
+def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
+  """Eval-mode closure of a clean model: restored or trained in workdir."""
+  source = config.attack.get('clean_model_dir') or os.path.join(workdir,
+                                                                'clean')
+  if not os.path.exists(os.path.join(source, common.RESULTS_FILE)):
+    log(f'training the clean model that {config.attack.name} needs in '
+        f'{source}')
+    train.train_clean(config, source, log=log)
+  model = common.build_model(config.model, dataset)
+  ckpt = Checkpointer(os.path.join(source, 'checkpoints'))
+  variables = jax.device_get(
+      common.restore_variables_of(ckpt, model, dataset))
+  return jax.jit(lambda x: model.apply(variables, x, train=False))
+
+
+def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
+               overwrite: bool = False,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+  """Trains the backdoored model of `config.attack` and evaluates it.
+
+  Returns:
+    results dict (also in `workdir/results.json`): acc, acc_nontarget, asr,
+    ra (fractions), history, attack spec, poisoned count, wall time.
+  """
+  log = log or common.logger('attack')
+  a = config.attack
+  fp = common.fingerprint(config.seed, config.data, config.model,
+                          config.train, a, 'backdoored')
+  done = common.finished_results(workdir, fp, overwrite=overwrite)
+  if done is not None:
+    log(f'{workdir} already holds this finished attack run; reusing it')
+    return done
+  if overwrite:
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
+  t0 = time.time()
+  dataset = common.load_data(config.data)
+  attack = attacks.get_attack(a.name, **attack_params(a))
+  clean_fn = (clean_model_fn(config, workdir, dataset, log)
+              if a.name in NEEDS_CLEAN_MODEL else None)
+  result = poison.poison_dataset(
+      dataset.x_train, dataset.y_train, attack, rate=float(a.rate),
+      target=int(a.target), mode=a.mode, seed=int(a.seed), clean_fn=clean_fn,
+      num_classes=dataset.num_classes)
+  log(f'{a.name}: poisoned {len(result.indices)} of {len(dataset.y_train)} '
+      f'training images (target {a.target}, {a.mode})')
+  sets = evaluate.make_eval_sets(dataset, result.attack, target=int(a.target),
+                                 mode=a.mode)
+  spec = attack_spec(config, result)
+  eval_bs = int(config.get('eval_batch_size', 512))
+  model, state, history, _ = train.train_model(
+      config, workdir, dataset=dataset, x_train=result.x, y_train=result.y,
+      role='backdoored', extra_meta={'attack': spec},
+      eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs), log=log)
+  final = evaluate.evaluate(model.apply, state.variables, sets,
+                            batch_size=eval_bs)
+  save_trigger_figure(sets, os.path.join(workdir, 'trigger.png'),
+                      title=f'{a.name} on {dataset.name}')
+  results = {'fingerprint': fp, 'role': 'backdoored', 'attack': a.name,
+             'dataset': dataset.name, 'model': config.model.name, **final,
+             'poisoned': int(len(result.indices)), 'history': history,
+             'wall_seconds': time.time() - t0,
+             'config': common.to_dict(config), 'attack_spec': spec}
+  common.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
+  log(f'{a.name}: ACC {100 * final["acc"]:.2f}%  ASR {100 * final["asr"]:.2f}%'
+      f'  RA {100 * final["ra"]:.2f}%  ({results["wall_seconds"]:.0f}s)')
+  return results
+
+
+def attack_spec(config, result: poison.PoisonResult) -> dict[str, Any]:
+  """What any later run needs to rebuild the exact triggered test set."""
+  return {'attack': result.attack.to_config(), 'rate': float(config.attack.rate),
+          'target': int(config.attack.target), 'mode': config.attack.mode,
+          'seed': int(config.attack.seed),
+          'poisoned': int(len(result.indices)),
+          'indices_sha256': poison.indices_hash(result.indices),
+          'cross': int(len(result.cross_indices))}
+
+
+def attack_from_spec(spec: dict[str, Any]):
+  """The prepared attack of a saved spec."""
+  return attacks.attack_from_config(spec['attack'])
+
+
+def save_trigger_figure(sets: evaluate.EvalSets, path: str, *, title: str,
+                        count: int = 8) -> None:
+  """PNG of the first `count` triggered test images beside their originals."""
+  n = min(count, len(sets.x_trig))
+  keep = np.flatnonzero(sets.y_test != (sets.target if sets.target is not None
+                                        else -1))[:n]
+  figures.save_trigger_figure(sets.x_test[keep], sets.x_trig[:n], path,
+                              title=title)

@@ -1,0 +1,184 @@
+"""Shared pieces of the jobs: data, model, optimizer, trainer, run files."""
+
+import functools
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+import nbajax
+from nbajax import data as data_lib
+from nbajax import models, training
+from nbajax.checkpoint import Checkpointer
+
+RESULTS_FILE = 'results.json'
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+  """A ConfigDict (or dict) as plain JSON-able Python."""
+  if isinstance(config, ml_collections.ConfigDict):
+    config = config.to_dict()
+  return json.loads(json.dumps(config, default=_json_default))
+
+
+def _json_default(obj):
+  if isinstance(obj, (np.integer,)):
+    return int(obj)
+  if isinstance(obj, (np.floating,)):
+    return float(obj)
+  if isinstance(obj, (np.ndarray, tuple)):
+    return list(obj)
+  raise TypeError(f'not JSON-serializable: {type(obj).__name__}')
+
+
+def fingerprint(*parts: Any) -> str:
+  """Stable short hash of JSON-able parts (identifies a run's settings)."""
+  blob = json.dumps([to_dict(p) if isinstance(p, ml_collections.ConfigDict)
+                     else p for p in parts], sort_keys=True,
+                    default=_json_default)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_data(data_cfg: ml_collections.ConfigDict) -> 'data_lib.Dataset':
+  """The data set a config names (`digits`, `npz` with a path, TFDS)."""
+  kwargs = {}
+  if data_cfg.get('path'):
+    kwargs['path'] = os.path.expanduser(data_cfg.path)
+  if data_cfg.get('data_dir'):
+    kwargs['data_dir'] = os.path.expanduser(data_cfg.data_dir)
+  return data_lib.load_dataset(data_cfg.name, seed=data_cfg.get('split_seed', 0),
+                               **kwargs)
+
+
+def build_model(model_cfg: ml_collections.ConfigDict,
+                dataset: 'data_lib.Dataset'):
+  """The model of a config, normalized with the data set's statistics."""
+  if model_cfg.get('normalize', True):
+    return models.get_model(model_cfg.name, dataset.num_classes,
+                            mean=tuple(dataset.mean), std=tuple(dataset.std))
+  return models.get_model(model_cfg.name, dataset.num_classes)
+
+
+def build_augment(opt_cfg: ml_collections.ConfigDict) -> Callable | None:
+  """On-device augmentation from `crop_padding`, `flip`, `cutout` fields."""
+  pad, flip, cut = (int(opt_cfg.get('crop_padding', 0)),
+                    bool(opt_cfg.get('flip', False)),
+                    int(opt_cfg.get('cutout', 0)))
+  if not (pad or flip or cut):
+    return None
+  return functools.partial(data_lib.augment, crop_padding=pad, flip=flip,
+                           cutout=cut)
+
+
+def build_optimizer(opt_cfg: ml_collections.ConfigDict, *,
+                    steps_per_epoch: int):
+  """SGD and its schedule from `lr`, `schedule`, `boundaries`, ... fields."""
+  schedule = training.make_schedule(
+      lr=float(opt_cfg.lr), schedule=opt_cfg.schedule,
+      steps_per_epoch=steps_per_epoch, epochs=int(opt_cfg.epochs),
+      boundaries=tuple(opt_cfg.get('boundaries', ())),
+      decay=float(opt_cfg.get('decay', 0.1)))
+  return training.make_optimizer(
+      schedule, momentum=float(opt_cfg.momentum),
+      nesterov=bool(opt_cfg.nesterov),
+      weight_decay=float(opt_cfg.weight_decay))
+
+
+def build_trainer(loss_fn, opt_cfg: ml_collections.ConfigDict):
+  """A Trainer over all devices with the config's batch size and loop."""
+  return training.Trainer(loss_fn, batch_size=int(opt_cfg.batch_size),
+                          augment_fn=build_augment(opt_cfg),
+                          loop=opt_cfg.get('loop', 'auto'))
+
+
+def accuracy(apply_fn, variables, x: np.ndarray, y: np.ndarray, *,
+             batch_size: int = 512) -> float:
+  """Fraction of `x` classified as `y` (eval mode)."""
+  preds = training.predict(apply_fn, variables, x, batch_size=batch_size)
+  return float(np.sum(preds == np.asarray(y))) / max(len(y), 1)
+
+
+def base_meta(*, config: Any, dataset, model_name: str, role: str,
+              fingerprint_: str, extra: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+  """The JSON metadata every checkpoint of a run carries (DESIGN.md)."""
+  return {
+      'role': role,
+      'model': model_name,
+      'num_classes': int(dataset.num_classes),
+      'image_shape': list(dataset.x_train.shape[1:]),
+      'dataset': dataset.name,
+      'config': to_dict(config),
+      'fingerprint': fingerprint_,
+      'nbajax_version': nbajax.__version__,
+      'jax_version': jax.__version__,
+      **(extra or {}),
+  }
+
+
+def checkpointer(workdir: str, sub: str = 'checkpoints', *,
+                 keep: int = 2) -> Checkpointer:
+  """The Orbax manager of `workdir/sub`."""
+  return Checkpointer(os.path.join(workdir, sub), max_to_keep=keep)
+
+
+def variables_template(model, dataset) -> Any:
+  """Shapes of `model`'s variables for `dataset`'s images (no compute)."""
+  dummy = jax.ShapeDtypeStruct((1, *dataset.x_train.shape[1:]), np.float32)
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x,
+                                             train=False), dummy)
+
+
+def restore_variables_of(ckpt: Checkpointer, model, dataset,
+                         step: int | None = None) -> Any:
+  """The model variables of a checkpoint, validated against `model`."""
+  return ckpt.restore_variables(variables_template(model, dataset), step)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+  """Reads a JSON file."""
+  with open(path) as f:
+    return json.load(f)
+
+
+def finished_results(workdir: str, fp: str, *, overwrite: bool) -> Any:
+  """Results of a finished run of the same settings, or None to (re)run.
+
+  Raises:
+    FileExistsError: `workdir` holds a finished run of other settings and
+      `overwrite` is False.
+  """
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.exists(path):
+    return None
+  done = read_json(path)
+  if done.get('fingerprint') == fp and not overwrite:
+    return done
+  if overwrite:
+    return None
+  raise FileExistsError(
+      f'{workdir} holds a finished run of other settings (fingerprint '
+      f'{done.get("fingerprint")}, this config {fp}); pass --overwrite or '
+      'choose another --workdir')
+
+
+def logger(name: str) -> Callable[[str], None]:
+  """A progress sink that goes to absl/standard logging and stays flushed."""
+  log = logging.getLogger(f'nbajax.{name}')
+  return log.info

@@ -1,0 +1,202 @@
+"""The defense job: backdoored checkpoint + clean subset -> defended model.
+
+Layout:
+
+    backdoor_dir/                  an attack workdir (checkpoints, results)
+    backdoor_dir/teacher-<fp>/     the teacher (FT of the backdoored model on
+                                   the clean subset), shared by NAD and NBA
+    workdir/checkpoints/           the defended model (Orbax, per epoch)
+    workdir/results.json           before/after ACC, ASR, RA, DER, history
+"""
+
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from nbajax import defenses
+from nbajax.attacks import poison
+from nbajax.checkpoint import Checkpointer, CheckpointError
+from nbajax.data import clean_subset_indices
+from nbajax.pipeline import attack as attack_job
+from nbajax.pipeline import common, evaluate
+
+
+def load_backdoor(backdoor_dir: str) -> dict[str, Any]:
+  """Results of a finished attack run (config and attack spec inside).
+
+  Raises:
+    FileNotFoundError: `backdoor_dir` holds no finished attack run.
+  """
+  path = os.path.join(backdoor_dir, common.RESULTS_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{backdoor_dir} holds no finished attack run ({path} is missing): '
+        'run `python -m experiments.attack` first')
+  done = common.read_json(path)
+  if done.get('role') != 'backdoored':
+    raise ValueError(f'{backdoor_dir} is a {done.get("role")!r} run, not a '
+                     'backdoored one')
+  return done
+
+
+def clean_subset(dataset, cfg: ml_collections.ConfigDict) -> np.ndarray:
+  """The defender's seeded, class-stratified clean training indices."""
+  return clean_subset_indices(dataset.y_train,
+                              fraction=float(cfg.clean_fraction),
+                              seed=int(cfg.clean_seed))
+
+
+class DefenseSetup:
+  """Everything one backdoored model's defenses share (built once).
+
+  Attributes:
+    config: the backdoor run's config with `defense` from the caller.
+    dataset, model, variables: data set, module, backdoored variables.
+    spec: attack spec; sets: evaluation sets; before: metrics before.
+    idx: clean-subset indices into the training set.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, backdoor_dir: str,
+               log: Callable[[str], None]):
+    self.backdoor_dir = backdoor_dir
+    self.log = log
+    done = load_backdoor(backdoor_dir)
+    base = ml_collections.ConfigDict(done['config'])
+    # Data, model and attack are the backdoor run's; the defense is ours.
+    self.config = ml_collections.ConfigDict(base.to_dict())
+    self.config.defense = config.defense
+    self.config.eval_batch_size = config.get('eval_batch_size', 512)
+    self.spec = done['attack_spec']
+    self.dataset = common.load_data(base.data)
+    self.model = common.build_model(base.model, self.dataset)
+    ckpt = Checkpointer(os.path.join(backdoor_dir, 'checkpoints'))
+    self.variables = jax.device_get(
+        common.restore_variables_of(ckpt, self.model, self.dataset))
+    attack = attack_job.attack_from_spec(self.spec)
+    self.sets = evaluate.make_eval_sets(
+        self.dataset, attack, target=int(self.spec['target']),
+        mode=self.spec['mode'])
+    self.idx = clean_subset(self.dataset, config.defense)
+    self.eval_bs = int(self.config.eval_batch_size)
+    self.before = evaluate.evaluate(self.model.apply, self.variables,
+                                    self.sets, batch_size=self.eval_bs)
+
+  @property
+  def model_name(self) -> str:
+    return self.config.model.name
+
+  def subset_meta(self) -> dict[str, Any]:
+    return {'fraction': float(self.config.defense.clean_fraction),
+            'seed': int(self.config.defense.clean_seed),
+            'count': int(len(self.idx)),
+            'indices_sha256': poison.indices_hash(self.idx)}
+
+  def context(self, *, name: str, workdir: str, key_seed: int,
+              teacher=None, fp: str, role: str) -> defenses.DefenseContext:
+    meta = common.base_meta(
+        config=self.config, dataset=self.dataset, model_name=self.model_name,
+        role=role, fingerprint_=fp,
+        extra={'attack': self.spec, 'defense': name,
+               'clean_subset': self.subset_meta(),
+               'backdoor_dir': os.path.abspath(self.backdoor_dir)})
+    return defenses.DefenseContext(
+        model=self.model, model_name=self.model_name,
+        variables=self.variables, x_clean=self.dataset.x_train[self.idx],
+        y_clean=self.dataset.y_train[self.idx],
+        key=jax.random.key(key_seed), teacher=teacher,
+        checkpointer=common.checkpointer(
+            workdir, keep=int(self.config.get('keep_checkpoints', 2))),
+        meta=meta,
+        eval_fn=evaluate.eval_callback(self.sets, batch_size=self.eval_bs),
+        log=self.log, name=name)
+
+  def teacher(self, teacher_dir: str | None = None) -> dict[str, Any]:
+    """Teacher variables: reused from its directory or trained (FT) there."""
+    d = self.config.defense
+    fp = common.fingerprint(d.teacher, d.clean_fraction, d.clean_seed,
+                            self.config.seed, 'teacher')
+    teacher_dir = teacher_dir or os.path.join(self.backdoor_dir,
+                                              f'teacher-{fp[:8]}')
+    results_path = os.path.join(teacher_dir, common.RESULTS_FILE)
+    if os.path.exists(results_path):
+      ckpt = Checkpointer(os.path.join(teacher_dir, 'checkpoints'))
+      self.log(f'reusing the teacher in {teacher_dir}')
+      return jax.device_get(
+          common.restore_variables_of(ckpt, self.model, self.dataset))
+    t0 = time.time()
+    ctx = self.context(name='teacher', workdir=teacher_dir,
+                       key_seed=int(self.config.seed) + 1, fp=fp,
+                       role='teacher')
+    variables, history = defenses.get_defense('ft')(ctx, d.teacher)
+    after = evaluate.evaluate(self.model.apply, variables, self.sets,
+                              batch_size=self.eval_bs)
+    common.write_json(results_path, {
+        'fingerprint': fp, 'role': 'teacher', **after, 'history': history,
+        'wall_seconds': time.time() - t0})
+    return variables
+
+
+def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
+                backdoor_dir: str, teacher_dir: str | None = None,
+                overwrite: bool = False,
+                log: Callable[[str], None] | None = None,
+                setup: DefenseSetup | None = None) -> dict[str, Any]:
+  """Runs `config.defense` on the backdoored model of `backdoor_dir`.
+
+  Args:
+    config: config whose `defense` (and `seed`) are used; data, model and
+      attack come from the backdoor run.
+    workdir: this defense's run directory.
+    backdoor_dir: a finished `experiments.attack` workdir.
+    teacher_dir: where the teacher is made or reused (default inside
+      `backdoor_dir`, keyed by the teacher settings).
+    overwrite: start over in a workdir holding a finished run.
+    log: progress sink.
+    setup: a prepared DefenseSetup to share between defenses.
+
+  Returns:
+    results dict (also `workdir/results.json`): `before` and `after`
+    metrics, `der`, history, wall time.
+  """
+  log = log or common.logger('defend')
+  name = config.defense.name
+  defend = defenses.get_defense(name)
+  backdoor = load_backdoor(backdoor_dir)
+  fp = common.fingerprint(config.defense, config.seed, backdoor['fingerprint'],
+                          name)
+  done = common.finished_results(workdir, fp, overwrite=overwrite)
+  if done is not None:
+    log(f'{workdir} already holds this finished {name} run; reusing it')
+    return done
+  if overwrite:
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
+  t0 = time.time()
+  setup = setup or DefenseSetup(config, backdoor_dir, log)
+  teacher = (setup.teacher(teacher_dir)
+             if name in defenses.NEEDS_TEACHER else None)
+  ctx = setup.context(name=name, workdir=workdir,
+                      key_seed=int(config.seed) + 2, teacher=teacher, fp=fp,
+                      role='defended')
+  variables, history = defend(ctx, config.defense)
+  after = evaluate.evaluate(setup.model.apply, variables, setup.sets,
+                            batch_size=setup.eval_bs)
+  from nbajax import metrics  # Local: keeps module import light.
+  results = {
+      'fingerprint': fp, 'role': 'defended', 'defense': name,
+      'attack': setup.spec['attack']['name'], 'dataset': setup.dataset.name,
+      'model': setup.model_name, 'before': setup.before, 'after': after,
+      **after, 'der': metrics.der(setup.before, after),
+      'clean_subset': setup.subset_meta(), 'history': history,
+      'wall_seconds': time.time() - t0,
+      'config': common.to_dict(config.defense)}
+  common.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
+  log(f'{name}: ACC {100 * setup.before["acc"]:.2f}% -> '
+      f'{100 * after["acc"]:.2f}%  ASR {100 * setup.before["asr"]:.2f}% -> '
+      f'{100 * after["asr"]:.2f}%  DER {results["der"]:.3f} '
+      f'({results["wall_seconds"]:.0f}s)')
+  return results

@@ -1,0 +1,118 @@
+"""Train a model from scratch (clean, or on a poisoned training set)."""
+
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from nbajax import training
+from nbajax.pipeline import common
+
+
+def train_model(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    dataset,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    role: str,
+    extra_meta: dict[str, Any] | None = None,
+    eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
+    log: Callable[[str], None] | None = None,
+):
+  """Trains `config.model` on (x_train, y_train) with `config.train`.
+
+  Checkpoints every epoch to `workdir/checkpoints` and resumes from there.
+
+  Args:
+    config: full experiment config (`seed`, `model`, `train`, ...).
+    workdir: run directory.
+    dataset: the source Dataset (metadata, normalization).
+    x_train: uint8 [N,H,W,C] training images (possibly poisoned).
+    y_train: int [N] labels.
+    role: 'clean' or 'backdoored' (goes into the metadata).
+    extra_meta: more JSON metadata (the attack spec, ...).
+    eval_fn: `(apply_fn, variables) -> metrics` after every epoch.
+    log: progress sink.
+
+  Returns:
+    (model, final TrainState, history, metadata).
+  """
+  log = log or common.logger(role)
+  opt = config.train
+  model = common.build_model(config.model, dataset)
+  trainer = common.build_trainer(training.make_ce_loss(model), opt)
+  steps = trainer.steps_per_epoch(len(x_train))
+  tx = common.build_optimizer(opt, steps_per_epoch=steps)
+  key = jax.random.key(int(config.seed))
+  init_key, run_key = jax.random.split(key)
+  state = training.create_train_state(model, tx, init_key,
+                                      tuple(x_train.shape[1:]))
+  fp = common.fingerprint(config, role, extra_meta or {})
+  meta = common.base_meta(config=config, dataset=dataset,
+                          model_name=config.model.name, role=role,
+                          fingerprint_=fp, extra=extra_meta)
+  ckpt = common.checkpointer(workdir, keep=int(config.get('keep_checkpoints',
+                                                          2)))
+  evaluate = (lambda s: eval_fn(model.apply, s.variables)) if eval_fn else None
+  state, history = training.fit(
+      state, x_train, y_train, trainer=trainer, epochs=int(opt.epochs),
+      key=run_key, checkpointer=ckpt, meta=meta, eval_fn=evaluate, log=log,
+      name=role)
+  ckpt.close()
+  return model, state, history, meta
+
+
+def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
+                overwrite: bool = False,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+  """The `experiments.train` job: a clean model, evaluated and checkpointed.
+
+  Args:
+    config: experiment config.
+    workdir: run directory; a finished run of the same config is reused.
+    overwrite: start over even when `workdir` holds a finished run.
+    log: progress sink.
+
+  Returns:
+    The results dict written to `workdir/results.json`.
+  """
+  log = log or common.logger('train')
+  fp = common.fingerprint(config, 'clean', {})
+  done = common.finished_results(workdir, fp, overwrite=overwrite)
+  if done is not None:
+    log(f'{workdir} already holds this finished run; reusing it')
+    return done
+  if overwrite:
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
+  t0 = time.time()
+  dataset = common.load_data(config.data)
+  eval_bs = int(config.get('eval_batch_size', 512))
+
+  def eval_fn(apply_fn, variables):
+    return {'test_acc': common.accuracy(apply_fn, variables, dataset.x_test,
+                                        dataset.y_test, batch_size=eval_bs)}
+
+  _, state, history, meta = train_model(
+      config, workdir, dataset=dataset, x_train=dataset.x_train,
+      y_train=dataset.y_train, role='clean', eval_fn=eval_fn, log=log)
+  results = {
+      'fingerprint': fp,
+      'role': 'clean',
+      'dataset': dataset.name,
+      'model': config.model.name,
+      'test_acc': history[-1]['test_acc'],
+      'epochs': len(history),
+      'history': history,
+      'wall_seconds': time.time() - t0,
+      'config': meta['config'],
+  }
+  common.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
+  log(f'test accuracy {100 * results["test_acc"]:.2f}% '
+      f'({results["wall_seconds"]:.0f}s); results in {workdir}')
+  return results
