@@ -1,0 +1,162 @@
+"""Atomic writing of a grid's results: results.json, results.csv, results.md.
+
+Every file is written to a temporary file in the same folder and moved into
+place with `os.replace`, so a reader (or a crash) never sees half a file and
+an older complete file survives a failed write.
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+import contextlib
+import os
+import tempfile
+from typing import Any, BinaryIO
+
+from nbajax.report import cells as cells_lib
+from nbajax.report import tables
+
+RESULTS_JSON = 'results.json'
+RESULTS_CSV = 'results.csv'
+RESULTS_MD = 'results.md'
+
+# mkstemp makes 0600 files; results are shared, so give them the mode a plain
+# open() would (read once: os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+DER_FORMULA = ('DER = (max(0, ASR_before − ASR_after) − '
+               'max(0, ACC_before − ACC_after) + 1) / 2')
+# Metric definitions of DESIGN.md ("Evaluation protocol"), word for word
+# where it defines them, so tables never leave a metric ambiguous.
+LEGEND = """\
+## Metrics
+
+All values are percentages. "No defense" is the backdoored model before any
+defense; {missing} means not available.
+
+- **ACC**: accuracy on the clean test set (all images). `acc_nontarget` in
+  results.csv is ACC on the non-target images only (the number the NAD code
+  prints).
+- **ASR**: among test images whose label ≠ target, the fraction classified as
+  the target after the trigger is applied (all-to-one). All-to-all: the
+  target of an image of label y is (y + 1) % K.
+- **RA**: the same triggered non-target images classified as their true
+  label.
+- **DER**, defense effectiveness rating, "before" being the backdoored model
+  of the same attack and seed (50 % means no change, higher is better):
+  {der}.
+""".format(missing=tables.MISSING, der=DER_FORMULA)
+
+
+def write_atomic(path: str, write: Callable[[BinaryIO], Any]) -> str:
+  """Calls `write(file)` on a temporary file, then renames it to `path`.
+
+  Args:
+    path: destination; its folder must exist.
+    write: writes the content to the binary file object it gets.
+
+  Returns:
+    `path`.
+  """
+  folder, name = os.path.split(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp', dir=folder)
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def write_text_atomic(path: str, text: str) -> str:
+  """Writes UTF-8 text atomically; returns `path`."""
+  return write_atomic(path, lambda f: f.write(text.encode('utf-8')))
+
+
+def _section(cells, heading: str, *, spread: str) -> list[str]:
+  """The ACC / ASR and RA / DER tables of some cells under a heading."""
+  out = []
+  for metrics in (('acc', 'asr'), ('ra', 'der')):
+    label = ' / '.join(tables.METRIC_LABELS[m] for m in metrics)
+    out += [f'## {label}{heading}', '',
+            tables.markdown_table(cells, metrics=metrics, spread=spread), '']
+  return out
+
+
+def results_markdown(cells: Iterable[Mapping[str, Any]], *, title: str = '',
+                     seeds_aggregate: bool = True,
+                     spread: str = 'std') -> str:
+  """The text of results.md: title, tables, metric legend.
+
+  Args:
+    cells: result cells (see `nbajax.report`).
+    title: first heading ('Results' if empty).
+    seeds_aggregate: one table per metric pair with "mean ± spread" over
+      seeds; if False, one set of tables per seed.
+    spread: 'std' or 'half-range' (see `tables.markdown_table`).
+
+  Raises:
+    ValueError: as `nbajax.report.cells.validate_cells`.
+  """
+  cells = cells_lib.validate_cells(cells)
+  seeds = cells_lib.seeds_of(cells)
+  lines = [f'# {title or "Results"}', '',
+           f'{len(cells)} cells. Attacks: '
+           f'{", ".join(cells_lib.attack_order(cells))}. Defenses: '
+           f'{", ".join(cells_lib.defense_order(cells))}. Seeds: '
+           f'{", ".join(str(s) for s in seeds)}.', '']
+  if seeds_aggregate or len(seeds) == 1:
+    lines += _section(cells, '', spread=spread)
+  else:
+    for seed in seeds:
+      lines += _section([c for c in cells if c.get('seed') == seed],
+                        f', seed {seed}', spread=spread)
+  return '\n'.join(lines) + '\n' + LEGEND
+
+
+def write_results(cells: Iterable[Mapping[str, Any]], outdir: str, *,
+                  title: str = '', seeds_aggregate: bool = True,
+                  spread: str = 'std', plots: bool = False) -> dict[str, str]:
+  """Writes results.json, results.csv and results.md (and plots) atomically.
+
+  Args:
+    cells: result cells (see `nbajax.report`); all are validated before any
+      file is written.
+    outdir: folder, created if missing.
+    title: heading of results.md.
+    seeds_aggregate: see `results_markdown`.
+    spread: 'std' or 'half-range' over seeds.
+    plots: also write acc_vs_asr.png and curves_<attack>.png.
+
+  Returns:
+    Paths by name: 'json', 'csv', 'md' (and 'acc_vs_asr', 'curves_<attack>'
+    when `plots`).
+
+  Raises:
+    ValueError: empty cells, a missing metric key, a metric outside [0, 1],
+      duplicate cells or an unknown `spread`.
+  """
+  cells = cells_lib.validate_cells(cells)
+  # Build every text first: a bad input must not leave a partial set.
+  texts = {'json': (RESULTS_JSON, tables.json_text(cells)),
+           'csv': (RESULTS_CSV, tables.csv_text(cells)),
+           'md': (RESULTS_MD, results_markdown(
+               cells, title=title, seeds_aggregate=seeds_aggregate,
+               spread=spread))}
+  os.makedirs(outdir, exist_ok=True)
+  paths = {key: write_text_atomic(os.path.join(outdir, name), text)
+           for key, (name, text) in texts.items()}
+  if plots:
+    from nbajax.report import plots as plots_lib  # matplotlib only if asked
+    if any(cells_lib.value(c, 'acc') is not None and
+           cells_lib.value(c, 'asr') is not None for c in cells):
+      paths['acc_vs_asr'] = plots_lib.plot_acc_vs_asr(
+          cells, os.path.join(outdir, 'acc_vs_asr.png'), title=title)
+    for attack, path in plots_lib.plot_curves(cells, outdir).items():
+      paths[f'curves_{attack}'] = path
+  return paths
