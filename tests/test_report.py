@@ -1,0 +1,383 @@
+"""Tests for `nbajax.report`: exact tables, CSV/JSON round trips, PNGs."""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+
+from nbajax import report
+from nbajax.report import __main__ as report_cli
+from nbajax.report import files
+from nbajax.report import maps
+from nbajax.report import plots
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _cell(attack, defense, acc, asr, *, seed=0, ra=0.5, der=None, **extra):
+  return dict(attack=attack, defense=defense, seed=seed, acc=acc,
+              acc_nontarget=acc, asr=asr, ra=ra, der=der, wall_seconds=1.5,
+              history=[], **extra)
+
+
+def _grid():
+  """2 attacks x 3 defenses, one seed, defenses given out of paper order."""
+  return [
+      _cell('badnets', 'nba', 0.950, 0.116, der=0.92),
+      _cell('badnets', 'none', 0.962, 1.000),
+      _cell('badnets', 'ft', 0.960, 0.323, der=0.83),
+      _cell('blend', 'ft', 0.954, 0.985, der=0.50),
+      _cell('blend', 'none', 0.958, 1.000),
+      _cell('blend', 'nba', 0.944, 0.166, der=0.91),
+  ]
+
+
+def _seeded_grid():
+  """2 attacks x 1 defense x 2 seeds."""
+  return [
+      _cell('badnets', 'nba', 0.95, 0.10, seed=0),
+      _cell('badnets', 'nba', 0.93, 0.14, seed=1),
+      _cell('blend', 'nba', 0.90, 0.20, seed=0),
+      _cell('blend', 'nba', 0.94, 0.30, seed=1),
+  ]
+
+
+class _TestCase(absltest.TestCase):
+  """absltest's create_tempdir needs parsed flags, which pytest skips."""
+
+  def _tempdir(self):
+    path = tempfile.mkdtemp(prefix='nbajax_report_')
+    self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _png_size(path):
+  """(width, height) from the IHDR chunk; checks the PNG signature."""
+  with open(path, 'rb') as f:
+    head = f.read(24)
+  assert head[:8] == PNG_SIGNATURE, f'{path} is not a PNG'
+  assert head[12:16] == b'IHDR'
+  return struct.unpack('>II', head[16:24])
+
+
+class MarkdownTableTest(_TestCase):
+
+  def test_exact_table_with_hand_computed_mean(self):
+    # Mean row by hand: No defense (96.2 + 95.8) / 2 = 96.0, ASR 100.0;
+    # FT (96.0 + 95.4) / 2 = 95.7, (32.3 + 98.5) / 2 = 65.4;
+    # NBA (95.0 + 94.4) / 2 = 94.7, (11.6 + 16.6) / 2 = 14.1.
+    expected = '\n'.join([
+        '| ACC / ASR (%) |   No defense |          FT |         NBA |',
+        '|:--------------|-------------:|------------:|------------:|',
+        '| BadNets       | 96.2 / 100.0 | 96.0 / 32.3 | 95.0 / 11.6 |',
+        '| Blend         | 95.8 / 100.0 | 95.4 / 98.5 | 94.4 / 16.6 |',
+        '| **Mean**      | 96.0 / 100.0 | 95.7 / 65.4 | 94.7 / 14.1 |',
+    ])
+    self.assertEqual(report.markdown_table(_grid(), notes=False), expected)
+
+  def test_notes_of_a_single_seed_grid(self):
+    text = report.markdown_table(_grid())
+    self.assertTrue(text.endswith(
+        '\n\n**Mean**: unweighted mean over the 2 attacks; — where a '
+        'defense lacks one.'), text)
+    self.assertNotIn('±', text)
+
+  def test_defense_order_none_ft_fp_nad_nba_then_first_seen(self):
+    cells = [_cell('badnets', d, 0.9, 0.1)
+             for d in ('zeta', 'nba', 'anp', 'nad', 'none', 'fp', 'ft')]
+    header = report.markdown_table(cells, notes=False).splitlines()[0]
+    names = [h.strip() for h in header.strip('|').split('|')]
+    self.assertEqual(names, ['ACC / ASR (%)', 'No defense', 'FT', 'FP', 'NAD',
+                             'NBA', 'zeta', 'anp'])
+
+  def test_attacks_first_seen_and_clean_row_not_in_mean(self):
+    cells = [_cell('none', 'none', 0.97, None)] + _grid()
+    lines = report.markdown_table(cells, notes=True).splitlines()
+    self.assertEqual([l.split('|')[1].strip() for l in lines[2:6]],
+                     ['Clean model', 'BadNets', 'Blend', '**Mean**'])
+    self.assertIn('| 97.0 / — |', ' '.join(lines[2].split()))
+    self.assertIn('96.0 / 100.0', lines[5])  # Same as without the clean row.
+    self.assertIn('the clean-model row is excluded', lines[-1])
+
+  def test_multi_seed_mean_and_std(self):
+    # std (ddof 1) of two values = |a - b| / sqrt(2). Mean row: per-seed
+    # means over attacks are 92.5 / 15.0 and 93.5 / 22.0.
+    expected = '\n'.join([
+        '| ACC / ASR (%) |                     NBA |',
+        '|:--------------|------------------------:|',
+        '| BadNets       | 94.0 ± 1.4 / 12.0 ± 2.8 |',
+        '| Blend         | 92.0 ± 2.8 / 25.0 ± 7.1 |',
+        '| **Mean**      | 93.0 ± 0.7 / 18.5 ± 4.9 |',
+        '',
+        'Mean ± sample standard deviation (ddof = 1) over seeds (n = 2 per '
+        'cell).',
+        '**Mean**: unweighted mean over the 2 attacks; — where a defense '
+        'lacks one.',
+    ])
+    self.assertEqual(report.markdown_table(_seeded_grid()), expected)
+
+  def test_multi_seed_half_range(self):
+    text = report.markdown_table(_seeded_grid(), spread='half-range')
+    self.assertIn('| 94.0 ± 1.0 / 12.0 ± 2.0 |', text)
+    self.assertIn('| 92.0 ± 2.0 / 25.0 ± 5.0 |', text)
+    self.assertIn('| 93.0 ± 0.5 / 18.5 ± 3.5 |', text)
+    self.assertIn('Mean ± half-range, (max − min) / 2 over seeds', text)
+
+  def test_mean_is_missing_when_a_defense_lacks_an_attack(self):
+    cells = _grid()[:-1]  # No NBA on blend.
+    mean = report.markdown_table(cells, notes=False).splitlines()[-1]
+    self.assertEqual(mean.split('|')[-2].strip(), '—')
+
+  def test_ra_der_table(self):
+    text = report.markdown_table(_grid(), metrics=('ra', 'der'), notes=False)
+    lines = text.splitlines()
+    self.assertTrue(lines[0].startswith('| RA / DER (%) |'))
+    self.assertIn('| 50.0 / — |', ' '.join(lines[2].split()))
+    self.assertTrue(lines[2].endswith('| 50.0 / 83.0 | 50.0 / 92.0 |'))
+
+  def test_labels_override(self):
+    text = report.markdown_table(_grid(), defense_labels={'none': 'Before'},
+                                 attack_labels={'blend': 'Blended'})
+    self.assertIn('Before', text)
+    self.assertIn('| Blended ', text)
+
+
+class BadInputTest(_TestCase):
+
+  def test_empty_cells(self):
+    with self.assertRaisesRegex(ValueError, 'cells is empty'):
+      report.markdown_table([])
+
+  def test_missing_metric_key_names_cell_and_key(self):
+    cells = _grid()
+    del cells[2]['asr']
+    with self.assertRaisesRegex(
+        ValueError, r"cell 2 \(badnets / ft, seed 0\): missing metric key "
+        r"'asr'"):
+      report.markdown_table(cells)
+
+  def test_percent_instead_of_fraction(self):
+    cells = _grid()
+    cells[0]['acc'] = 95.0
+    with self.assertRaisesRegex(ValueError, "'acc' = 95.0 .*percentage"):
+      report.write_results(cells, self._tempdir())
+
+  def test_duplicate_cell(self):
+    with self.assertRaisesRegex(ValueError, 'duplicate of cell 0'):
+      report.markdown_table(_grid()[:1] * 2)
+
+  def test_missing_attack_and_bad_spread(self):
+    cells = _grid()
+    del cells[1]['attack']
+    with self.assertRaisesRegex(ValueError, "missing key 'attack'"):
+      report.markdown_table(cells)
+    with self.assertRaisesRegex(ValueError, 'spread must be one of'):
+      report.markdown_table(_grid(), spread='iqr')
+
+  def test_bad_input_writes_nothing(self):
+    outdir = self._tempdir()
+    cells = _grid()
+    del cells[-1]['der']
+    with self.assertRaisesRegex(ValueError, "missing metric key 'der'"):
+      report.write_results(cells, outdir)
+    self.assertEmpty(os.listdir(outdir))
+
+
+class WriteResultsTest(_TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.outdir = self._tempdir()
+    self.cells = _grid()
+    self.cells[0]['fingerprint'] = 'abc123'
+    self.cells[0]['config'] = {'defense': {'name': 'nba', 'eps': 16 / 255}}
+    self.cells[0]['history'] = [{'epoch': 1, 'test_acc': 0.9, 'asr': 0.5}]
+    self.paths = report.write_results(self.cells, self.outdir, title='Demo')
+
+  def test_paths_and_no_temp_files(self):
+    self.assertEqual(self.paths, {
+        k: os.path.join(self.outdir, f'results.{k}')
+        for k in ('json', 'csv', 'md')})
+    self.assertCountEqual(os.listdir(self.outdir),
+                          ['results.json', 'results.csv', 'results.md'])
+
+  def test_json_equals_cells(self):
+    with open(self.paths['json']) as f:
+      self.assertEqual(json.load(f), self.cells)
+
+  def test_json_converts_numpy_scalars(self):
+    cells = [_cell('badnets', 'ft', np.float32(0.5), np.float64(0.25),
+                   seed=np.int64(3))]
+    report.write_results(cells, self.outdir)
+    with open(self.paths['json']) as f:
+      self.assertEqual(json.load(f)[0]['seed'], 3)
+
+  def test_csv_round_trip(self):
+    with open(self.paths['csv'], newline='') as f:
+      rows = list(csv.DictReader(f))
+    self.assertLen(rows, 6)
+    self.assertEqual(list(rows[0]), [
+        'attack', 'defense', 'seed', 'acc', 'acc_nontarget', 'asr', 'ra',
+        'der', 'wall_seconds', 'fingerprint'])
+    self.assertEqual(rows[0], {
+        'attack': 'badnets', 'defense': 'nba', 'seed': '0', 'acc': '95.00',
+        'acc_nontarget': '95.00', 'asr': '11.60', 'ra': '50.00',
+        'der': '92.00', 'wall_seconds': '1.50', 'fingerprint': 'abc123'})
+    self.assertEqual((rows[1]['der'], rows[1]['fingerprint']), ('', ''))
+    for row, cell in zip(rows, self.cells):
+      self.assertAlmostEqual(float(row['asr']) / 100, cell['asr'], places=4)
+
+  def test_csv_without_fingerprint_column(self):
+    self.assertNotIn('fingerprint', report.csv_text(_grid()).splitlines()[0])
+
+  def test_markdown_file(self):
+    with open(self.paths['md']) as f:
+      text = f.read()
+    self.assertTrue(text.startswith('# Demo\n'))
+    self.assertIn(report.markdown_table(self.cells), text)
+    self.assertIn(report.markdown_table(self.cells, metrics=('ra', 'der')),
+                  text)
+    self.assertIn('## Metrics', text)
+    self.assertIn('DER = (max(0, ASR_before − ASR_after) − max(0, '
+                  'ACC_before − ACC_after) + 1) / 2.', text)
+    self.assertIn('among test images whose label ≠ target', text)
+
+  def test_per_seed_tables(self):
+    text = report.results_markdown(_seeded_grid(), seeds_aggregate=False)
+    for heading in ('## ACC / ASR, seed 0', '## ACC / ASR, seed 1',
+                    '## RA / DER, seed 1'):
+      self.assertIn(heading, text)
+    self.assertNotIn('±', text)
+
+  def test_overwrite_and_failed_write_keep_old_file(self):
+    path = self.paths['csv']
+
+    def fail(f):
+      f.write(b'partial')
+      raise RuntimeError('disk full')
+
+    with open(path, 'rb') as f:
+      before = f.read()
+    with self.assertRaises(RuntimeError):
+      files.write_atomic(path, fail)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(), before)
+    self.assertLen(os.listdir(self.outdir), 3)
+
+  def test_cli_prints_table_and_writes(self):
+    out = os.path.join(self.outdir, 'again')
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+      code = report_cli.main([self.paths['json'], '--outdir', out])
+    self.assertEqual(code, 0)
+    self.assertIn(report.markdown_table(self.cells), stdout.getvalue())
+    self.assertCountEqual(os.listdir(out),
+                          ['results.json', 'results.csv', 'results.md'])
+
+
+class PlotTest(_TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.outdir = self._tempdir()
+
+  def test_acc_vs_asr(self):
+    path = report.plot_acc_vs_asr(_seeded_grid() + _grid()[1:2],
+                                  os.path.join(self.outdir, 'scatter.png'),
+                                  title='Demo')
+    self.assertEqual(_png_size(path), (840, 600))  # (7, 5) in at 120 dpi.
+    self.assertEqual(plots.ACC_ASR_FIGSIZE, (7.0, 5.0))
+
+  def test_acc_vs_asr_without_points(self):
+    with self.assertRaisesRegex(ValueError, 'no cell has both ACC and ASR'):
+      report.plot_acc_vs_asr([_cell('none', 'none', 0.97, None)],
+                             os.path.join(self.outdir, 'x.png'))
+    self.assertEmpty(os.listdir(self.outdir))
+
+  def test_curves(self):
+    cells = _seeded_grid() + [_cell('badnets', 'none', 0.96, 1.0),
+                              _cell('odd/name', 'ft', 0.9, 0.5)]
+    for i, cell in enumerate(cells[:3]):
+      cell['history'] = [{'epoch': e, 'test_acc': 0.8 + 0.05 * e + 0.01 * i,
+                          'asr': 0.9 - 0.3 * e, 'train_loss': 1.0}
+                         for e in (1, 2, 3)]
+    cells[5]['history'] = [{'epoch': 1, 'acc': 0.9, 'asr': 0.5}]
+    paths = report.plot_curves(cells, self.outdir)
+    self.assertEqual(paths, {
+        'badnets': os.path.join(self.outdir, 'curves_badnets.png'),
+        'blend': os.path.join(self.outdir, 'curves_blend.png'),
+        'odd/name': os.path.join(self.outdir, 'curves_odd_name.png')})
+    for path in paths.values():
+      self.assertEqual(_png_size(path), (1320, 540))  # (11, 4.5) in.
+
+  def test_write_results_with_plots(self):
+    cells = _grid()
+    cells[0]['history'] = [{'epoch': 1, 'test_acc': 0.9, 'asr': 0.5}]
+    paths = report.write_results(cells, self.outdir, plots=True)
+    self.assertCountEqual(paths, ['json', 'csv', 'md', 'acc_vs_asr',
+                                  'curves_badnets'])
+    self.assertEqual(_png_size(paths['acc_vs_asr']), (840, 600))
+    self.assertLen(os.listdir(self.outdir), 5)  # No temporary files left.
+
+  def test_bad_history(self):
+    cells = _grid()
+    cells[0]['history'] = [1, 2]
+    with self.assertRaisesRegex(ValueError, 'history must be a list of dicts'):
+      report.plot_curves(cells, self.outdir)
+
+  def test_curves_without_history_write_nothing(self):
+    self.assertEqual(report.plot_curves(_grid(), self.outdir), {})
+    self.assertEmpty(os.listdir(self.outdir))
+
+  def test_attention_maps(self):
+    rng = np.random.default_rng(0)
+    rows = [f'{m} / {x}' for m in ('before', 'after')
+            for x in ('clean', 'triggered')]
+    grid = {r: {'group1': rng.random((8, 8)), 'group2': rng.random((1, 4, 4)),
+                'group3': rng.random((2, 2))} for r in rows}
+    images = {r: rng.random((8, 8, 3)) for r in rows[:3]}
+    path = report.plot_attention_maps(
+        grid, os.path.join(self.outdir, 'att.png'), title='NAD-style',
+        images=images)
+    # 4 columns x 4 rows of 2-inch panels + 1 x 1.5 inches of margins.
+    self.assertEqual(maps.attention_figsize(4, 4), (9.0, 9.5))
+    self.assertEqual(_png_size(path), (1080, 1140))
+    del grid[rows[0]]['group3']  # A missing panel stays blank.
+    path = report.plot_attention_maps(grid, os.path.join(self.outdir, 'b.png'))
+    self.assertEqual(_png_size(path), (840, 1140))
+    self.assertCountEqual(os.listdir(self.outdir), ['att.png', 'b.png'])
+
+  def test_attention_maps_bad_input(self):
+    path = os.path.join(self.outdir, 'x.png')
+    with self.assertRaisesRegex(ValueError, 'non-empty dict'):
+      report.plot_attention_maps({}, path)
+    with self.assertRaisesRegex(ValueError, r"maps\['a'\]\['g1'\]: expected"):
+      report.plot_attention_maps({'a': {'g1': np.zeros(4)}}, path)
+    with self.assertRaisesRegex(ValueError, "rows \\['b'\\]"):
+      report.plot_attention_maps({'a': {'g1': np.zeros((2, 2))}}, path,
+                                 images={'b': np.zeros((4, 4, 3))})
+
+
+class ImportTest(_TestCase):
+
+  def test_no_jax_no_pyplot(self):
+    code = ('import sys; from nbajax import report; '
+            'assert "matplotlib" not in sys.modules; '
+            'from nbajax.report import plots, maps; '
+            'bad = [m for m in ("jax", "flax", "ml_collections", '
+            '"matplotlib.pyplot") if m in sys.modules]; '
+            'assert not bad, bad')
+    subprocess.run([sys.executable, '-c', code], check=True)
+
+
+if __name__ == '__main__':
+  absltest.main()
