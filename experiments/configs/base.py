@@ -12,6 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.eval_batch_size = 512
+  c.eval_every = 1  # Epochs between test evaluations while training.
   c.keep_checkpoints = 2
 
   c.data = ml_collections.ConfigDict()
@@ -73,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.defense.flip = False
   c.defense.cutout = 0
   c.defense.loop = 'auto'
+  c.defense.eval_every = 1
 
   # Teacher of NAD/NBA: the backdoored model fine-tuned (CE) on the subset.
   c.defense.teacher = ml_collections.ConfigDict()
@@ -118,4 +120,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.defense.nba.generator_target = 'clean'  # Teacher input while crafting.
   c.defense.nba.align_to = 'pseudo'  # Teacher input of the alignment.
   c.defense.nba.pseudo_bn = 'train'  # Or 'eval'.
+
+  # The grid of experiments.reproduce.
+  c.grid = ml_collections.ConfigDict()
+  c.grid.attacks = ('badnets', 'trojan', 'blend', 'sig', 'cl', 'refool',
+                    'wanet')
+  c.grid.defenses = ('ft', 'fp', 'nad', 'nba')
+  c.grid.seeds = (0,)
+  c.grid.attention_maps = True
+  # Per-attack changes of the attack fields, e.g. {'sig': {'rate': 0.5,
+  # 'params': {'delta': 0.1}}}.
+  c.grid.attack_overrides = ml_collections.ConfigDict()
   return c

@@ -118,5 +118,5 @@ def finetune(ctx: DefenseContext, cfg: ml_collections.ConfigDict,
       state, ctx.x_clean, ctx.y_clean, trainer=trainer,
       epochs=int(cfg.epochs), key=ctx.key, aux=aux,
       checkpointer=ctx.checkpointer, meta=ctx.meta, eval_fn=evaluate,
-      log=ctx.log, name=ctx.name)
+      log=ctx.log, name=ctx.name, eval_every=int(cfg.get('eval_every', 1)))
   return jax.device_get(state.variables), history

@@ -63,7 +63,7 @@ def train_model(
   state, history = training.fit(
       state, x_train, y_train, trainer=trainer, epochs=int(opt.epochs),
       key=run_key, checkpointer=ckpt, meta=meta, eval_fn=evaluate, log=log,
-      name=role)
+      name=role, eval_every=int(config.get('eval_every', 1)))
   ckpt.close()
   return model, state, history, meta
 

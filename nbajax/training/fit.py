@@ -65,6 +65,7 @@ def fit(
     eval_fn: EvalFn | None = None,
     log: Callable[[str], None] = logging.info,
     name: str = 'train',
+    eval_every: int = 1,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
   """Trains `epochs` epochs, resuming from `checkpointer` when it has steps.
 
@@ -81,6 +82,7 @@ def fit(
     eval_fn: called after each epoch, returns metrics (fractions) to log.
     log: progress sink.
     name: label for progress lines.
+    eval_every: run `eval_fn` every this many epochs (and after the last).
 
   Returns:
     (final state, history: one dict per epoch with train and eval metrics).
@@ -92,6 +94,8 @@ def fit(
   """
   if epochs < 1:
     raise ValueError(f'epochs must be >= 1, got {epochs}')
+  if eval_every < 1:
+    raise ValueError(f'eval_every must be >= 1, got {eval_every}')
   meta = dict(meta or {})
   history: list[dict[str, Any]] = []
   start = 0
@@ -114,7 +118,8 @@ def fit(
       last = (checkpointer.step_dir(checkpointer.latest_step())
               if checkpointer and checkpointer.latest_step() else None)
       check_finite(metrics, epoch=epoch, last_good=last)
-      extra = eval_fn(state) if eval_fn else {}
+      due = (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
+      extra = eval_fn(state) if eval_fn and due else {}
       log_epoch(epoch, epochs, metrics, seconds, extra,
                 log=lambda s: log(f'[{name}] {s}'))
       history.append({'epoch': epoch + 1, 'seconds': seconds,

@@ -1,0 +1,248 @@
+"""The main job: a paper-style grid of attacks x defenses, resumable.
+
+For each seed and attack: train (or reuse) the backdoored model; pick the
+seeded clean subset (shared by every defense of that attack and seed); for
+each defense run it (or reuse its finished result); evaluate everything;
+write the report. Layout of a grid workdir:
+
+    workdir/seed<s>/clean/                   clean model (trojan, cl)
+    workdir/seed<s>/<attack>/backdoor/       attack run (+ teacher-<fp>/)
+    workdir/seed<s>/<attack>/<defense>/      defense run
+    workdir/results.{json,csv,md}, *.png     the report
+
+Killed at any point and started again with the same arguments, every
+finished run is reused (each writes its results.json atomically, last) and
+unfinished ones resume from their newest epoch checkpoint.
+"""
+
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from nbajax import losses, report, training
+from nbajax.pipeline import attack as attack_job
+from nbajax.pipeline import common
+from nbajax.pipeline import defend as defend_job
+
+ONLY_KEYS = ('attack', 'defense', 'seed')
+
+
+def parse_only(text: str) -> dict[str, set[str]]:
+  """`'attack=badnets+blend,defense=nba'` -> {'attack': {...}, ...}.
+
+  Raises:
+    ValueError: for a malformed item or an unknown key.
+  """
+  out: dict[str, set[str]] = {}
+  for item in filter(None, (t.strip() for t in text.split(','))):
+    key, sep, values = item.partition('=')
+    if not sep or key not in ONLY_KEYS or not values:
+      raise ValueError(f'--only item {item!r} must be KEY=V1+V2 with KEY in '
+                       f'{ONLY_KEYS}')
+    out.setdefault(key, set()).update(values.split('+'))
+  return out
+
+
+def _selected(only: dict[str, set[str]], **cell: Any) -> bool:
+  return all(str(v) in only[k] for k, v in cell.items() if k in only)
+
+
+def cell_config(config: ml_collections.ConfigDict, *, attack: str,
+                seed: int, workdir: str) -> ml_collections.ConfigDict:
+  """The config of one (attack, seed): grid overrides applied."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = seed
+  c.attack.name = attack
+  c.attack.seed = seed
+  c.defense.clean_seed = seed
+  c.attack.clean_model_dir = os.path.join(workdir, f'seed{seed}', 'clean')
+  override = config.grid.get('attack_overrides', {}).get(attack, None)
+  if override:
+    over = common.to_dict(override)
+    c.attack.params = ml_collections.ConfigDict(over.pop('params', {}))
+    for key, value in over.items():
+      if key not in c.attack:
+        raise ValueError(f'grid.attack_overrides.{attack}.{key} is not an '
+                         f'attack field; fields: {sorted(c.attack.keys())}')
+      c.attack[key] = value
+  return c
+
+
+class Progress:
+  """Grid-level progress lines: which cell, elapsed time, ETA."""
+
+  def __init__(self, total: int, log: Callable[[str], None]):
+    self.total, self.log = total, log
+    self.done = 0
+    self.start = time.time()
+    self.computed_seconds: list[float] = []
+
+  def begin(self, label: str) -> None:
+    eta = 'unknown'
+    if self.computed_seconds:
+      left = self.total - self.done
+      eta = _hms(left * float(np.mean(self.computed_seconds)))
+    self.log(f'[grid {self.done + 1}/{self.total}] {label} | elapsed '
+             f'{_hms(time.time() - self.start)} | ETA {eta}')
+
+  def end(self, seconds: float | None) -> None:
+    self.done += 1
+    if seconds is not None:
+      self.computed_seconds.append(seconds)
+
+
+def _hms(seconds: float) -> str:
+  s = int(seconds)
+  return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s'
+
+
+def _timed_reuse(fn, *args, **kwargs):
+  """Runs a job; returns (results, seconds computed here or None if reused)."""
+  t0 = time.time()
+  results = fn(*args, **kwargs)
+  seconds = time.time() - t0
+  return results, (None if seconds < 0.5 * results.get('wall_seconds', 0) or
+                   seconds < 1.0 else seconds)
+
+
+def run_grid(config: ml_collections.ConfigDict, workdir: str, *,
+             only: str = '', log: Callable[[str], None] | None = None
+             ) -> list[dict[str, Any]]:
+  """Runs (or resumes) the grid and writes the report in `workdir`.
+
+  Args:
+    config: a config with a `grid` section (attacks, defenses, seeds).
+    workdir: grid directory.
+    only: filter such as 'attack=badnets+blend,defense=nba'.
+    log: progress sink.
+
+  Returns:
+    The result cells (see `nbajax.report`).
+  """
+  log = log or common.logger('grid')
+  g = config.grid
+  only_sets = parse_only(only)
+  seeds = [int(s) for s in g.seeds]
+  # The backdoored model ('none') is in every selected attack's rows: each
+  # defense needs it anyway, and the table compares against it.
+  plan = [(s, a, d) for s in seeds for a in g.attacks
+          for d in ('none',) + tuple(g.defenses)
+          if _selected(only_sets, seed=s, attack=a)
+          and (d == 'none' or _selected(only_sets, defense=d))]
+  progress = Progress(len(plan), log)
+  cells: list[dict[str, Any]] = []
+  for seed in seeds:
+    for attack in g.attacks:
+      todo = [d for s, a, d in plan if s == seed and a == attack]
+      if not todo:
+        continue
+      cells += _attack_cells(config, workdir, seed=seed, attack=attack,
+                             defenses=todo, progress=progress, log=log)
+  write_report(config, workdir, cells, log=log)
+  return cells
+
+
+def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
+  cfg = cell_config(config, attack=attack, seed=seed, workdir=workdir)
+  base = os.path.join(workdir, f'seed{seed}', attack)
+  backdoor_dir = os.path.join(base, 'backdoor')
+  label = f'seed {seed} | {attack}'
+  progress.begin(f'{label} | backdoor')
+  bd, seconds = _timed_reuse(attack_job.run_attack, cfg, backdoor_dir, log=log)
+  progress.end(seconds)
+  cells = []
+  if 'none' in defenses:
+    cells.append(_cell(bd, attack=attack, defense='none', seed=seed))
+  setup = None
+  for name in [d for d in defenses if d != 'none']:
+    dcfg = ml_collections.ConfigDict(cfg.to_dict())
+    dcfg.defense.name = name
+    progress.begin(f'{label} | {name}')
+    dwork = os.path.join(base, name)
+    if setup is None and not _finished(dwork):
+      setup = defend_job.DefenseSetup(dcfg, backdoor_dir, log)
+    res, seconds = _timed_reuse(defend_job.run_defense, dcfg, dwork,
+                                backdoor_dir=backdoor_dir, log=log,
+                                setup=setup)
+    progress.end(seconds)
+    cells.append(_cell(res, attack=attack, defense=name, seed=seed))
+  return cells
+
+
+def _finished(workdir: str) -> bool:
+  return os.path.exists(os.path.join(workdir, common.RESULTS_FILE))
+
+
+def _cell(results: dict[str, Any], *, attack: str, defense: str,
+          seed: int) -> dict[str, Any]:
+  history = [{k: v for k, v in h.items() if isinstance(v, (int, float))}
+             for h in results.get('history', [])]
+  return {'attack': attack, 'defense': defense, 'seed': seed,
+          'acc': results['acc'], 'acc_nontarget': results['acc_nontarget'],
+          'asr': results['asr'], 'ra': results['ra'],
+          'der': results.get('der'),
+          'wall_seconds': results.get('wall_seconds'),
+          'fingerprint': results.get('fingerprint'), 'history': history,
+          'config': results.get('config', {})}
+
+
+def write_report(config, workdir: str, cells: list[dict[str, Any]], *,
+                 log: Callable[[str], None]) -> None:
+  """Tables and plots of the grid in `workdir`; prints the table."""
+  if not cells:
+    log('no cells selected: nothing to report')
+    return
+  title = (f'{config.data.name} / {config.model.name}: ACC / ASR (%) of '
+           'each defense')
+  report.write_results(cells, workdir, title=title)
+  report.plot_acc_vs_asr(cells, os.path.join(workdir, 'acc_vs_asr.png'))
+  report.plot_curves(cells, workdir)
+  if config.grid.get('attention_maps', True):
+    attention_figure(config, workdir, cells, log=log)
+  log('\n' + report.markdown_table(cells))
+  log(f'report in {workdir}: results.md, results.csv, results.json, *.png')
+
+
+def attention_figure(config, workdir: str, cells, *, log) -> None:
+  """NAD-style figure: attention maps of a clean and a triggered test image,
+  for the backdoored model and each defended one, per distillation layer."""
+  cell = cells[0]
+  seed, attack = cell['seed'], cell['attack']
+  base = os.path.join(workdir, f'seed{seed}', attack)
+  try:
+    cfg = cell_config(config, attack=attack, seed=seed, workdir=workdir)
+    setup = defend_job.DefenseSetup(cfg, os.path.join(base, 'backdoor'), log)
+  except (FileNotFoundError, ValueError) as e:
+    log(f'attention maps skipped: {e}')
+    return
+  i = 0  # First triggered image and its clean original.
+  clean_idx = np.flatnonzero(setup.sets.y_test != (
+      setup.sets.target if setup.sets.target is not None else -1))[i]
+  images = {'clean': setup.sets.x_test[clean_idx],
+            'triggered': setup.sets.x_trig[i]}
+  models = {'backdoored': setup.variables}
+  for name in ('ft', 'nad', 'nba'):
+    ckpt_dir = os.path.join(base, name)
+    if _finished(ckpt_dir):
+      ckpt = common.checkpointer(ckpt_dir)
+      models[name] = jax.device_get(common.restore_variables_of(
+          ckpt, setup.model, setup.dataset))
+  layers = list(config.defense.nad.layers) or None
+  maps, row_images = {}, {}
+  for model_name, variables in models.items():
+    for kind, img in images.items():
+      _, feats = setup.model.apply(variables,
+                                   training.to_float(img[None]), train=False)
+      names = layers or [k for k in feats if k != 'final']
+      row = f'{model_name} / {kind}'
+      maps[row] = {n: np.asarray(losses.attention_map(feats[n])[0])
+                   for n in names}
+      row_images[row] = img
+  path = os.path.join(workdir, f'attention_{attack}.png')
+  report.plot_attention_maps(maps, path, images=row_images,
+                             title=f'Attention maps, {attack} (seed {seed})')
+  log(f'attention maps in {path}')
