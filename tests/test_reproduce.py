@@ -1,0 +1,77 @@
+"""The grid job: --only parsing, and kill -9 midway + restart == one run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nbajax.pipeline import reproduce
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    '--config.grid.attacks=("badnets",)',
+    '--config.grid.defenses=("ft","nad")',
+    '--config.grid.attention_maps=False',
+    '--config.train.epochs=3',
+    '--config.defense.epochs=3',
+    '--config.defense.teacher.epochs=1',
+]
+
+
+class TestParseOnly:
+
+  def test_values_join_with_plus_and_keys_with_commas(self):
+    assert reproduce.parse_only('attack=badnets+blend,defense=nba') == {
+        'attack': {'badnets', 'blend'}, 'defense': {'nba'}}
+
+  @pytest.mark.parametrize('text', ['attack', 'model=cnn', 'attack='])
+  def test_malformed_items_are_refused(self, text):
+    with pytest.raises(ValueError, match='KEY=V1'):
+      reproduce.parse_only(text)
+
+
+def _grid(workdir):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'experiments.reproduce', f'--workdir={workdir}',
+       *TINY], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def _cells(workdir):
+  with open(os.path.join(workdir, 'results.json')) as f:
+    cells = json.load(f)
+  return {(c['attack'], c['defense']): {k: c[k] for k in (
+      'acc', 'acc_nontarget', 'asr', 'ra', 'der')} for c in cells}
+
+
+def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):
+  full, cut = tmp_path / 'full', tmp_path / 'cut'
+  proc = _grid(full)
+  assert proc.wait(timeout=400) == 0, proc.stderr.read()[-3000:]
+
+  proc = _grid(cut)
+  backdoor = cut / 'seed0' / 'badnets' / 'backdoor' / 'results.json'
+  ft_ckpt = cut / 'seed0' / 'badnets' / 'ft' / 'checkpoints'
+  deadline = time.time() + 400
+  # Kill once the backdoored model is finished and FT has started.
+  while not (backdoor.exists() and ft_ckpt.exists()):
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.time() < deadline, 'grid did not reach the FT cell'
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (cut / 'results.json').exists()
+  finished_at = backdoor.stat().st_mtime_ns
+
+  proc = _grid(cut)
+  assert proc.wait(timeout=400) == 0, proc.stderr.read()[-3000:]
+  assert backdoor.stat().st_mtime_ns == finished_at  # Reused, not redone.
+  assert _cells(cut) == _cells(full)
+  assert set(_cells(full)) == {('badnets', 'none'), ('badnets', 'ft'),
+                               ('badnets', 'nad')}
+  for name in ('results.md', 'results.csv', 'acc_vs_asr.png'):
+    assert (cut / name).stat().st_size > 0
