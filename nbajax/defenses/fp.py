@@ -51,9 +51,11 @@ def choose_pruning(pooled: np.ndarray, y: np.ndarray, kernel: np.ndarray,
   """
   order = np.argsort(pooled.mean(0), kind='stable')  # Least active first.
   c = kernel.shape[0]
+  # The tolerance undoes float error: 0.57 * 100 is 56.99999999999999.
+  most = int(np.floor(max_ratio * c + 1e-6))
   accs = []
   mask = np.ones(c, np.float32)
-  for k in range(int(np.floor(max_ratio * c)) + 1):
+  for k in range(most + 1):
     trial = np.ones(c, np.float32)
     trial[order[:k]] = 0.0
     logits = pooled @ (kernel * trial[:, None]) + bias
