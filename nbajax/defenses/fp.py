@@ -50,20 +50,22 @@ def choose_pruning(pooled: np.ndarray, y: np.ndarray, kernel: np.ndarray,
     (float32 mask [C] with 0 for pruned channels, accuracies for 0..k).
   """
   order = np.argsort(pooled.mean(0), kind='stable')  # Least active first.
-  c = kernel.shape[0]
-  # The tolerance undoes float error: 0.57 * 100 is 56.99999999999999.
+  n, c = len(y), kernel.shape[0]
+  # Limits as whole counts, with a tolerance for float error (0.57 * 100 is
+  # 56.99999999999999), so that a drop of exactly `max_acc_drop` is allowed.
   most = int(np.floor(max_ratio * c + 1e-6))
-  accs = []
+  may_lose = int(np.floor(max_acc_drop * n + 1e-6))
+  corrects = []
   mask = np.ones(c, np.float32)
   for k in range(most + 1):
     trial = np.ones(c, np.float32)
     trial[order[:k]] = 0.0
     logits = pooled @ (kernel * trial[:, None]) + bias
-    accs.append(float(np.mean(np.argmax(logits, -1) == y)))
-    if accs[-1] < accs[0] - max_acc_drop:
+    corrects.append(int(np.sum(np.argmax(logits, -1) == y)))
+    if corrects[0] - corrects[-1] > may_lose:
       break
     mask = trial
-  return mask, accs
+  return mask, [correct / n for correct in corrects]
 
 
 def _masked_params(params: Any, mask: jax.Array) -> Any:
