@@ -22,7 +22,7 @@ import numpy as np
 from nbajax import attacks
 from nbajax.attacks import figures, poison
 from nbajax.checkpoint import Checkpointer
-from nbajax.pipeline import common, evaluate, train
+from nbajax.pipeline import common, evaluate, train, validate
 
 NEEDS_CLEAN_MODEL = ('trojan', 'cl')
 
@@ -63,6 +63,7 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
     results dict (also in `workdir/results.json`): acc, acc_nontarget, asr,
     ra (fractions), history, attack spec, poisoned count, wall time.
   """
+  validate.validate_config(config, job='attack')
   log = log or common.logger('attack')
   a = config.attack
   fp = common.fingerprint(config.seed, config.data, config.model,
@@ -75,6 +76,7 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
     shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
   t0 = time.time()
   dataset = common.load_data(config.data)
+  validate.validate_against_data(config, dataset, job='attack')
   attack = attacks.get_attack(a.name, **attack_params(a))
   clean_fn = (clean_model_fn(config, workdir, dataset, log)
               if a.name in NEEDS_CLEAN_MODEL else None)

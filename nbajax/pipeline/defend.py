@@ -23,7 +23,7 @@ from nbajax.attacks import poison
 from nbajax.checkpoint import Checkpointer, CheckpointError
 from nbajax.data import clean_subset_indices
 from nbajax.pipeline import attack as attack_job
-from nbajax.pipeline import common, evaluate
+from nbajax.pipeline import common, evaluate, validate
 
 
 def load_backdoor(backdoor_dir: str) -> dict[str, Any]:
@@ -73,6 +73,7 @@ class DefenseSetup:
     self.config.eval_batch_size = config.get('eval_batch_size', 512)
     self.spec = done['attack_spec']
     self.dataset = common.load_data(base.data)
+    validate.validate_against_data(self.config, self.dataset, job='defend')
     self.model = common.build_model(base.model, self.dataset)
     ckpt = Checkpointer(os.path.join(backdoor_dir, 'checkpoints'))
     self.variables = jax.device_get(
@@ -163,6 +164,7 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
     results dict (also `workdir/results.json`): `before` and `after`
     metrics, `der`, history, wall time.
   """
+  validate.validate_config(config, job='defend')
   log = log or common.logger('defend')
   name = config.defense.name
   defend = defenses.get_defense(name)

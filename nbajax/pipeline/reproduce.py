@@ -25,7 +25,7 @@ import numpy as np
 
 from nbajax import losses, report, training
 from nbajax.pipeline import attack as attack_job
-from nbajax.pipeline import common
+from nbajax.pipeline import common, validate
 from nbajax.pipeline import defend as defend_job
 
 ONLY_KEYS = ('attack', 'defense', 'seed')
@@ -123,6 +123,7 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The result cells (see `nbajax.report`).
   """
+  validate.validate_config(config, job='grid')
   log = log or common.logger('grid')
   g = config.grid
   only_sets = parse_only(only)

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from nbajax import training
-from nbajax.pipeline import common
+from nbajax.pipeline import common, validate
 
 
 def train_model(
@@ -82,6 +82,7 @@ def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The results dict written to `workdir/results.json`.
   """
+  validate.validate_config(config, job='train')
   log = log or common.logger('train')
   fp = common.fingerprint(config, 'clean', {})
   done = common.finished_results(workdir, fp, overwrite=overwrite)
@@ -92,6 +93,7 @@ def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
     shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
   t0 = time.time()
   dataset = common.load_data(config.data)
+  validate.validate_against_data(config, dataset, job='train')
   eval_bs = int(config.get('eval_batch_size', 512))
 
   def eval_fn(apply_fn, variables):
