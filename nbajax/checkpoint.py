@@ -13,26 +13,61 @@ Model variables come back with plain Orbax, without nbajax:
     tree = ocp.StandardCheckpointer().restore('<workdir>/checkpoints/<step>/state')
     variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
 
-Writes are atomic (Orbax writes to a temporary directory and renames it when
-complete), so a crash during a save leaves the previous steps intact.
+Writes are atomic: Orbax writes a step into `<step>.orbax-checkpoint-tmp`
+and renames it to `<step>` when complete, so a crash during a save leaves
+the previous steps intact and the partial one is never listed (the next save
+of that step removes it).
 
-Resume order: the newest step whose save finished; each step of a run is
-the state after that many epochs.
+What goes wrong, and what happens (every error is a `CheckpointError` that
+names the step and the directory; the other steps stay usable):
+
+* a step that was never completed (a crash mid-save): named as such;
+* a corrupted step (truncated or missing files): `CorruptCheckpointError`;
+  `Checkpointer.restore` without a step falls back to the newest step that
+  restores and logs each one it skipped;
+* a checkpoint of another model or number of classes: the first variable
+  whose shape differs is named; of another optimizer: the array counts; no
+  fallback in either case (every step would differ).
+
+Resume order (`Checkpointer.restore_newest`, used by training): the newest
+step that restores; each step of a run is the state after that many epochs.
+Newer unusable steps are moved aside (`unusable-<step>-<time>`), never
+deleted, so that training can write those steps again.
 """
 
 import json
+import logging
 import os
+import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 if TYPE_CHECKING:  # Runtime import would be circular (training -> here).
   from nbajax.training.state import TrainState
 
+# Orbax names a step being written `<step>.orbax-checkpoint-tmp` (older
+# releases add `-<timestamp>`); it is renamed to `<step>` once complete.
+_PARTIAL_RE = re.compile(r'^(\d+)\.orbax-checkpoint-tmp')
+_MAX_CAUSE = 300  # Characters of a library error kept in our messages.
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, incomplete, corrupted or of another model."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A complete step whose files cannot be read (truncated, overwritten)."""
+
+
+def _cause(e: BaseException) -> str:
+  """The first line of a library error, without TensorStore's long spec."""
+  text = str(e).split('\n', 1)[0].split(' [tensorstore_spec=', 1)[0]
+  text = text if len(text) <= _MAX_CAUSE else text[:_MAX_CAUSE] + '...'
+  return f'{type(e).__name__}: {text}'
 
 
 class Checkpointer:
@@ -54,14 +89,22 @@ class Checkpointer:
     )
 
   def save(self, step: int, state: 'TrainState', meta: dict[str, Any]) -> None:
-    """Writes step `step` and waits until it is on disk.
+    """Writes step `step` and waits until it is on disk (atomically).
 
     Args:
       step: checkpoint number (epochs completed).
       state: the train state.
       meta: JSON-serializable metadata.
+
+    Raises:
+      TypeError: `meta` is not JSON (nothing is written).
+      CheckpointError: `step` already exists.
     """
     json.dumps(meta)  # Fail before writing anything if meta is not JSON.
+    if step in self.all_steps():
+      raise CheckpointError(
+          f'step {step} already exists in {self.directory}; steps are never '
+          'overwritten (restore_newest + set_aside_after handle a resume)')
     self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state.to_tree()),
@@ -78,6 +121,17 @@ class Checkpointer:
     """Every complete step, ascending."""
     return sorted(self._manager.all_steps())
 
+  def partial_steps(self) -> dict[int, str]:
+    """Steps whose save never finished: `{step: path of the partial dir}`."""
+    if not os.path.isdir(self.directory):
+      return {}
+    found = {}
+    for name in sorted(os.listdir(self.directory)):
+      match = _PARTIAL_RE.match(name)
+      if match:
+        found[int(match.group(1))] = os.path.join(self.directory, name)
+    return found
+
   def step_dir(self, step: int) -> str:
     """Directory of one step (`.../<step>`)."""
     return os.path.join(self.directory, str(step))
@@ -93,47 +147,94 @@ class Checkpointer:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except Exception as e:  # Orbax raises many types; name the step.
-      raise CheckpointError(
-          f'cannot read metadata of step {step} in {self.directory}: {e}') from e
+      raise self._corrupt(step, 'its metadata cannot be read', e) from e
     return dict(restored.meta)
 
   def restore(self, template: 'TrainState',
               step: int | None = None) -> tuple['TrainState', dict[str, Any]]:
-    """Restores `step` (default newest) into the structure of `template`.
+    """Restores `step` into the structure of `template`.
+
+    With `step=None` this is the newest step that restores: corrupted newer
+    steps are skipped, each logged with the reason (see `restore_newest`).
+    A checkpoint of another model is an error at once, without fallback.
 
     Args:
       template: a TrainState of the same model and optimizer (its values are
         ignored; shapes and dtypes are checked against the checkpoint).
-      step: which step.
+      step: which step; None for the newest usable one.
 
     Returns:
       (restored state, metadata).
 
     Raises:
-      CheckpointError: missing step, corrupted files, or a checkpoint of
-        another model / number of classes.
+      CheckpointError: missing or never completed step, or a checkpoint of
+        another model / number of classes / optimizer.
+      CorruptCheckpointError: the step's files cannot be read (with
+        `step=None`: no step can be read).
     """
-    step = self._require(step)
-    abstract = jax.eval_shape(template.to_tree)
-    try:
-      restored = self._manager.restore(
-          step,
-          args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                  meta=ocp.args.JsonRestore()))
-    except Exception as e:
-      raise CheckpointError(
-          f'cannot restore step {step} from {self.directory} into this model '
-          f'(another model, number of classes or optimizer, or a corrupted '
-          f'checkpoint): {e}') from e
-    try:
-      state = template.from_tree(restored.state)
-    except ValueError as e:
-      raise CheckpointError(str(e)) from e
-    return state, dict(restored.meta)
+    if step is None:
+      return self.restore_newest(template)[1:]
+    return self._restore_step(template, self._require(step))
+
+  def restore_newest(self, template: 'TrainState'
+                     ) -> tuple[int, 'TrainState', dict[str, Any]]:
+    """The newest step that restores, skipping (and logging) corrupted ones.
+
+    Args:
+      template: as in `restore`.
+
+    Returns:
+      (step, restored state, metadata).
+
+    Raises:
+      CheckpointError: no complete step, or a checkpoint of another model.
+      CorruptCheckpointError: every complete step is corrupted.
+    """
+    steps = self._require_any()
+    skipped = []
+    for step in reversed(steps):
+      try:
+        state, meta = self._restore_step(template, step)
+      except CorruptCheckpointError as e:
+        logging.warning('skipping checkpoint step %d: %s', step, e)
+        skipped.append(f'step {step}: {e}')
+        continue
+      if skipped:
+        logging.warning('restored step %d of %s instead (newer steps %s are '
+                        'unusable)', step, self.directory,
+                        [s for s in steps if s > step])
+      return step, state, meta
+    raise CorruptCheckpointError(
+        f'no step in {self.directory} can be restored:\n' + '\n'.join(skipped))
+
+  def set_aside_after(self, step: int) -> list[str]:
+    """Moves every complete step newer than `step` out of the manager's way.
+
+    Used after `restore_newest` skipped unusable steps, so that training can
+    write those step numbers again. Nothing is deleted: each goes to
+    `<directory>/unusable-<step>-<UTC time>` for inspection.
+
+    Returns:
+      The new paths.
+    """
+    moved = []
+    stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime())
+    for newer in [s for s in self.all_steps() if s > step]:
+      dest = os.path.join(self.directory, f'unusable-{newer}-{stamp}')
+      os.replace(self.step_dir(newer), dest)
+      logging.warning('moved unusable checkpoint step %d aside to %s', newer,
+                      dest)
+      moved.append(dest)
+    if moved:
+      self._manager.reload()
+    return moved
 
   def restore_variables(self, template: Any,
                         step: int | None = None) -> dict[str, Any]:
     """Only the model variables of `step` (default newest), checked.
+
+    No fallback to an older step: a finished run's newest step is the model
+    its results describe, and an older one would be another model.
 
     Args:
       template: `{'params','batch_stats'}` of the expected model (arrays or
@@ -144,29 +245,103 @@ class Checkpointer:
       `{'params', 'batch_stats'}` in the template's structure.
 
     Raises:
-      CheckpointError: missing/corrupted step, or variables whose names or
-        shapes differ from the template (another model or class count).
+      CheckpointError: missing step, or variables whose names or shapes
+        differ from the template (another model or class count).
+      CorruptCheckpointError: the step's files cannot be read.
     """
     step = self._require(step)
+    self._check_model(step, template)
     try:
       tree = restore_variables(self.step_dir(step))
     except Exception as e:
-      raise CheckpointError(
-          f'cannot read step {step} in {self.directory}: {e}') from e
-    check_same_shapes(tree, template, where=self.step_dir(step))
+      raise self._corrupt(step, 'its model variables cannot be read', e) from e
     want = jax.tree_util.tree_structure(template)
     return jax.tree_util.tree_unflatten(want, jax.tree_util.tree_leaves(tree))
 
-  def _require(self, step: int | None) -> int:
+  def _restore_step(self, template: 'TrainState',
+                    step: int) -> tuple['TrainState', dict[str, Any]]:
+    abstract = jax.eval_shape(template.to_tree)
+    self._check_model(step, template.variables, abstract)
+    try:
+      restored = self._manager.restore(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                  meta=ocp.args.JsonRestore()))
+    except Exception as e:  # Model and optimizer fit (checked): bad files.
+      raise self._corrupt(step, 'its files cannot be read', e) from e
+    try:
+      state = template.from_tree(restored.state)
+    except ValueError as e:
+      raise CheckpointError(f'step {step} in {self.directory}: {e}') from e
+    return state, dict(restored.meta)
+
+  def _check_model(self, step: int, variables: Any,
+                   whole: Any = None) -> None:
+    """Compares saved shapes with `variables` (and the arrays of `whole`,
+    the template's full tree) before reading any array.
+
+    Raises:
+      CheckpointError: another model, or another optimizer's state.
+      CorruptCheckpointError: the array metadata cannot be read.
+    """
+    path = os.path.join(self.step_dir(step), 'state')
+    # The item's own handler: shapes from the array metadata, without the
+    # step-level metadata lookups that StandardCheckpointer warns about.
+    reader = ocp.StandardCheckpointHandler()
+    try:
+      saved = reader.metadata(epath.Path(path))
+      tree = getattr(saved, 'tree', saved)
+      saved = {'params': tree['params'],
+               'batch_stats': tree.get('batch_stats', {})}
+    except Exception as e:
+      raise self._corrupt(step, 'its array metadata cannot be read', e) from e
+    finally:
+      reader.close()
+    want = {'params': variables['params'],
+            'batch_stats': variables.get('batch_stats', {})}
+    where = f'step {step} in {self.directory}'
+    check_same_shapes(saved, want, where=where)
+    if whole is not None:
+      # Orbax gives optax's named tuples back as plain containers, so the
+      # optimizer state is compared as a multiset of array shapes.
+      have, need = (sorted(tuple(a.shape)
+                           for a in jax.tree_util.tree_leaves(t))
+                    for t in (tree, whole))
+      if have != need:
+        raise CheckpointError(
+            f'{where} holds the state of another optimizer ({len(have)} '
+            f'arrays saved, this one needs {len(need)}): restore it with the '
+            'optimizer settings it was trained with')
+
+  def _corrupt(self, step: int, what: str,
+               cause: BaseException) -> CorruptCheckpointError:
+    others = [s for s in self.all_steps() if s != step]
+    return CorruptCheckpointError(
+        f'checkpoint step {step} in {self.directory} is unusable: {what} '
+        f'({_cause(cause)}); other complete steps: {others or "none"}')
+
+  def _require_any(self) -> list[int]:
     steps = self.all_steps()
+    if not steps:
+      partial = self.partial_steps()
+      note = (f' (the save of step(s) {sorted(partial)} was interrupted '
+              'before it completed)' if partial else '')
+      raise CheckpointError(f'no complete checkpoint in {self.directory}'
+                            f'{note}')
+    return steps
+
+  def _require(self, step: int | None) -> int:
+    steps = self._require_any()
     if step is None:
-      if not steps:
-        raise CheckpointError(f'no complete checkpoint in {self.directory}')
       return steps[-1]
     if step not in steps:
+      partial = self.partial_steps()
+      why = (f'its save was interrupted before it completed ({partial[step]} '
+             'holds the partial files)' if step in partial
+             else 'there is no such step')
       raise CheckpointError(
-          f'step {step} is not a complete checkpoint in {self.directory}; '
-          f'complete steps: {steps}')
+          f'step {step} is not a complete checkpoint in {self.directory}: '
+          f'{why}; complete steps: {steps}')
     return step
 
   def close(self) -> None:
@@ -183,21 +358,42 @@ def restore_variables(step_dir: str | os.PathLike) -> dict[str, Any]:
 
   Returns:
     {'params': ..., 'batch_stats': ...} as host/device arrays.
+
+  Raises:
+    CheckpointError: the directory is missing or cannot be read.
   """
-  tree = ocp.StandardCheckpointer().restore(
-      os.path.join(os.fspath(step_dir), 'state'))
-  return {'params': tree['params'], 'batch_stats': tree['batch_stats']}
+  path = os.path.join(os.fspath(step_dir), 'state')
+  if not os.path.isdir(path):
+    raise CheckpointError(f'{step_dir} is not a complete checkpoint step '
+                          f'({path} is missing)')
+  tree = _read_state(path, step_dir)
+  return {'params': tree['params'], 'batch_stats': tree.get('batch_stats', {})}
+
+
+def _read_state(path: str, step_dir: Any) -> Any:
+  """Plain-Orbax restore of a state item; CorruptCheckpointError if bad.
+
+  On a corrupted step TensorStore may also print 'Event loop is closed'
+  tracebacks from its reads still in flight (Orbax's synchronous API closes
+  its event loop on the first failure); they are harmless.
+  """
+  try:
+    with ocp.StandardCheckpointer() as reader:
+      return reader.restore(path)
+  except Exception as e:
+    raise CorruptCheckpointError(
+        f'{step_dir} cannot be read: {_cause(e)}') from e
 
 
 def check_same_shapes(tree: Any, template: Any, *, where: str) -> None:
   """Raises CheckpointError naming the first variable that differs."""
-  have = {jax.tree_util.keystr(k): v.shape
+  have = {jax.tree_util.keystr(k): tuple(v.shape)
           for k, v in jax.tree_util.tree_leaves_with_path(tree)}
-  want = {jax.tree_util.keystr(k): v.shape
+  want = {jax.tree_util.keystr(k): tuple(v.shape)
           for k, v in jax.tree_util.tree_leaves_with_path(template)}
   for name in sorted(set(have) | set(want)):
     if have.get(name) != want.get(name):
       raise CheckpointError(
           f'{where} does not fit this model: variable {name} has shape '
           f'{have.get(name)} in the checkpoint and {want.get(name)} in the '
-          'model (another architecture or number of classes?)')
+          'model (a checkpoint of another model or number of classes?)')

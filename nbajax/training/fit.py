@@ -23,11 +23,23 @@ EvalFn = Callable[[TrainState], dict[str, float]]
 
 
 class TrainingInterrupted(RuntimeError):
-  """SIGINT/SIGTERM arrived; the last complete epoch checkpoint is kept."""
+  """SIGINT/SIGTERM arrived; the last complete epoch checkpoint is kept.
+
+  Attributes:
+    signum: the signal's number (a CLI exits with 128 + signum).
+  """
+
+  def __init__(self, message: str, *, signum: int):
+    super().__init__(message)
+    self.signum = signum
 
 
 class _StopOnSignal:
-  """Turns SIGINT/SIGTERM into a flag checked between steps."""
+  """Turns SIGINT/SIGTERM into a flag checked after each epoch's save.
+
+  A second signal stops at once (a user pressing Ctrl-C twice means it):
+  saves are atomic, so the newest complete checkpoint stays usable.
+  """
 
   def __init__(self):
     self.received: int | None = None
@@ -43,6 +55,10 @@ class _StopOnSignal:
 
   def _handle(self, signum, frame):
     del frame
+    if self.received is not None:
+      raise TrainingInterrupted(
+          f'second signal {signum} during an epoch: stopped at once; the '
+          'newest complete checkpoint is kept', signum=signum)
     self.received = signum
 
   def __exit__(self, *exc):
@@ -100,10 +116,12 @@ def fit(
   history: list[dict[str, Any]] = []
   start = 0
   if checkpointer is not None and checkpointer.latest_step() is not None:
-    state, saved = checkpointer.restore(state)
+    # The newest step that restores; corrupted newer ones are logged, then
+    # moved aside (not deleted) so that their epochs can be saved again.
+    start, state, saved = checkpointer.restore_newest(state)
     _check_same_run(saved, meta, checkpointer.directory)
+    checkpointer.set_aside_after(start)
     history = list(saved.get('history', []))
-    start = int(checkpointer.latest_step())
     log(f'[{name}] resumed from epoch {start} in {checkpointer.directory}')
   mesh = trainer.mesh
   state = sharding.replicate(state, mesh)
@@ -131,7 +149,8 @@ def fit(
         raise TrainingInterrupted(
             f'signal {stop.received} after epoch {epoch + 1}; the checkpoint '
             f'of that epoch is kept' + (f' in {checkpointer.directory}'
-                                        if checkpointer else ''))
+                                        if checkpointer else ''),
+            signum=stop.received)
   return state, history
 
 
