@@ -23,8 +23,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup()
   from nbajax.pipeline import attack
-  attack.run_attack(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
-                    log=logging.info)
+  cli.run_job(attack.run_attack, _CONFIG.value, _WORKDIR.value,
+              overwrite=_OVERWRITE.value, log=logging.info)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,16 @@
-"""What every CLI does first: readable logs and a line about the devices."""
+"""What every CLI does: readable logs, a line about the devices, and errors
+that end the run with one message and a non-zero exit instead of a traceback.
+
+Exit codes of `run_job`: 2 for bad input (config, data, workdir or
+checkpoint), 1 for a non-finite loss, 128 + the signal's number after
+SIGINT/SIGTERM (the shell's convention: 130, 143). Set NBAJAX_TRACEBACK=1
+to get the traceback as well.
+"""
 
 import logging as std_logging
+import os
 import sys
+from typing import Any, Callable, NoReturn
 
 import jax
 from absl import logging
@@ -28,3 +37,49 @@ def setup() -> None:
   logging.info('JAX %s on %s: %d device(s): %s', jax.__version__,
                jax.default_backend(), len(devices),
                ', '.join(str(d) for d in devices[:8]))
+
+
+# Failures that are the user's to fix; anything else is a bug and keeps its
+# traceback. DatasetNotPreparedError is a FileNotFoundError,
+# CorruptCheckpointError a CheckpointError.
+_BAD_INPUT = (ValueError, KeyError, FileNotFoundError, FileExistsError)
+
+
+def run_job(job: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+  """Runs a pipeline job; known failures exit with one message on stderr.
+
+  Args:
+    job: e.g. `nbajax.pipeline.train.train_clean`.
+    *args: its positional arguments.
+    **kwargs: its keyword arguments.
+
+  Returns:
+    What `job` returns.
+
+  Raises:
+    SystemExit: with the exit code of the module docstring.
+  """
+  # Imported here so that `--help` stays fast.
+  from nbajax.checkpoint import CheckpointError
+  from nbajax.training import TrainingInterrupted
+  try:
+    return job(*args, **kwargs)
+  except TrainingInterrupted as e:
+    _fail('interrupted', e, 128 + e.signum)
+  except KeyboardInterrupt as e:  # Ctrl-C outside the epoch loop.
+    e.args = ('Ctrl-C outside training; finished epochs stay saved',)
+    _fail('interrupted', e, 130)
+  except FloatingPointError as e:
+    _fail('training diverged', e, 1)
+  except (CheckpointError,) + _BAD_INPUT as e:
+    _fail('error', e, 2)
+
+
+def _fail(kind: str, error: BaseException, code: int) -> NoReturn:
+  if os.environ.get('NBAJAX_TRACEBACK'):
+    raise error
+  text = (error.args[0] if isinstance(error, KeyError) and error.args
+          else str(error))
+  sys.stderr.write(f'{kind}: {text}\n')
+  sys.stderr.flush()
+  raise SystemExit(code)

@@ -29,9 +29,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup()
   from nbajax.pipeline import defend
-  defend.run_defense(_CONFIG.value, _WORKDIR.value,
-                     backdoor_dir=_BACKDOOR.value, teacher_dir=_TEACHER.value,
-                     overwrite=_OVERWRITE.value, log=logging.info)
+  cli.run_job(defend.run_defense, _CONFIG.value, _WORKDIR.value,
+              backdoor_dir=_BACKDOOR.value, teacher_dir=_TEACHER.value,
+              overwrite=_OVERWRITE.value, log=logging.info)
 
 
 if __name__ == '__main__':

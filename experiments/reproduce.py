@@ -28,7 +28,8 @@ def main(argv):
   from nbajax.pipeline import reproduce
   config = _CONFIG.value
   workdir = _WORKDIR.value or f'runs/reproduce_{config.data.name}'
-  reproduce.run_grid(config, workdir, only=_ONLY.value, log=logging.info)
+  cli.run_job(reproduce.run_grid, config, workdir, only=_ONLY.value,
+              log=logging.info)
 
 
 if __name__ == '__main__':

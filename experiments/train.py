@@ -22,8 +22,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.setup()
   from nbajax.pipeline import train  # After flags: keeps --help fast.
-  train.train_clean(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
-                    log=logging.info)
+  cli.run_job(train.train_clean, _CONFIG.value, _WORKDIR.value,
+              overwrite=_OVERWRITE.value, log=logging.info)
 
 
 if __name__ == '__main__':
