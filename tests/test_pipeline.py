@@ -1,0 +1,185 @@
+"""End-to-end tests of the jobs: the real CLIs in subprocesses, on digits.
+
+Each CLI run is made a few seconds long by config overrides (one epoch,
+small batches, a 10 % clean subset, one PGD step); the runs of one module
+share a train and an attack workdir so that every model is trained once.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.configs import digits as digits_config
+from nbajax.checkpoint import Checkpointer
+from nbajax.pipeline import defend as defend_job
+from nbajax.pipeline import train as train_job
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join('experiments', 'configs', 'digits.py')
+TINY = {
+    'train': ['--config.train.epochs=1'],
+    'attack': ['--config.train.epochs=1'],
+    'defend': ['--config.defense.name=nba', '--config.defense.epochs=1',
+               '--config.defense.teacher.epochs=1',
+               '--config.defense.batch_size=16',
+               '--config.defense.teacher.batch_size=16',
+               '--config.defense.clean_fraction=0.1',
+               '--config.defense.nba.steps=1'],
+}
+METRICS = ('acc', 'acc_nontarget', 'asr', 'ra')
+
+
+def _cli(job: str, workdir, *flags: str) -> subprocess.CompletedProcess:
+  """Runs `python -m experiments.<job>` with the tiny overrides."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  env.pop('NBAJAX_TRACEBACK', None)
+  cmd = [sys.executable, '-m', f'experiments.{job}', f'--config={CONFIG}',
+         f'--workdir={workdir}', *TINY[job], *flags]
+  return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def _results(workdir) -> dict:
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+def _steps(workdir) -> list[int]:
+  ckpt = os.path.join(workdir, 'checkpoints')
+  return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+
+
+def _meta(workdir) -> dict:
+  """The JSON metadata saved with the newest checkpoint step."""
+  return Checkpointer(os.path.join(workdir, 'checkpoints')).restore_meta()
+
+
+def _is_fraction(value) -> bool:
+  return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+@pytest.fixture(scope='module')
+def train_dir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('pipeline') / 'train'
+  _ok(_cli('train', workdir))
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def attack_dir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('pipeline') / 'attack'
+  _ok(_cli('attack', workdir))
+  return workdir
+
+
+class TestTrainCli:
+
+  def test_writes_results_and_a_checkpoint(self, train_dir):
+    r = _results(train_dir)
+    assert {'fingerprint', 'role', 'dataset', 'model', 'test_acc', 'epochs',
+            'history', 'wall_seconds', 'config'} <= set(r)
+    assert (r['role'], r['dataset'], r['model'], r['epochs']) == (
+        'clean', 'digits', 'cnn', 1)
+    assert _is_fraction(r['test_acc'])
+    assert r['history'][-1]['test_acc'] == r['test_acc']
+    assert r['config']['train']['epochs'] == 1
+    assert _steps(train_dir) == [1]
+    meta = _meta(train_dir)
+    assert (meta['role'], meta['model'], meta['num_classes']) == (
+        'clean', 'cnn', 10)
+    assert meta['fingerprint'] == r['fingerprint']
+
+  def test_same_config_reuses_the_finished_run(self, train_dir):
+    path = os.path.join(train_dir, 'results.json')
+    before = (open(path).read(), os.stat(path).st_mtime_ns)
+    proc = _ok(_cli('train', train_dir))
+    assert 'reusing' in proc.stderr
+    assert 'epoch 1/1' not in proc.stderr  # Nothing was trained again.
+    assert (open(path).read(), os.stat(path).st_mtime_ns) == before
+    assert _steps(train_dir) == [1]
+
+  def test_other_config_refuses_and_names_overwrite(self, train_dir):
+    before = _results(train_dir)
+    proc = _cli('train', train_dir, '--config.seed=1')
+    assert proc.returncode != 0
+    assert '--overwrite' in proc.stderr, proc.stderr[-2000:]
+    assert _results(train_dir) == before
+
+
+class TestAttackCli:
+
+  def test_writes_backdoored_results_trigger_and_checkpoint(self, attack_dir):
+    r = _results(attack_dir)
+    assert (r['role'], r['attack'], r['dataset']) == (
+        'backdoored', 'badnets', 'digits')
+    assert all(_is_fraction(r[m]) for m in METRICS), r
+    # 10 % of digits' 1,438 training images.
+    assert r['poisoned'] == r['attack_spec']['poisoned'] == 144
+    assert {'attack', 'rate', 'target', 'mode', 'seed',
+            'indices_sha256'} <= set(r['attack_spec'])
+    assert os.path.getsize(os.path.join(attack_dir, 'trigger.png')) > 0
+    assert _steps(attack_dir) == [1]
+    meta = _meta(attack_dir)
+    assert meta['role'] == 'backdoored'
+    assert meta['attack'] == r['attack_spec']  # Enough to rebuild the test.
+
+
+class TestDefendCli:
+
+  def test_nba_writes_before_after_der_and_a_checkpoint(self, attack_dir,
+                                                         tmp_path):
+    workdir = tmp_path / 'nba'
+    _ok(_cli('defend', workdir, f'--backdoor_dir={attack_dir}'))
+    r = _results(workdir)
+    assert (r['role'], r['defense'], r['attack']) == (
+        'defended', 'nba', 'badnets')
+    for when in ('before', 'after'):
+      assert all(_is_fraction(r[when][m]) for m in METRICS), r[when]
+    assert r['before'] == {k: _results(attack_dir)[k] for k in r['before']}
+    assert _is_fraction(r['der'])
+    assert r['clean_subset']['count'] == pytest.approx(144, abs=10)
+    assert len(r['history']) == 1
+    assert _steps(workdir) == [1]
+    assert _meta(workdir)['defense'] == 'nba'
+    teachers = [d for d in os.listdir(attack_dir) if d.startswith('teacher-')]
+    assert len(teachers) == 1
+    assert _results(attack_dir / teachers[0])['role'] == 'teacher'
+
+  def test_backdoor_dir_without_attack_run_names_results_json(self,
+                                                              tmp_path):
+    empty = tmp_path / 'no_attack'
+    empty.mkdir()
+    proc = _cli('defend', tmp_path / 'out', f'--backdoor_dir={empty}')
+    assert proc.returncode != 0
+    assert os.path.join(str(empty), 'results.json') in proc.stderr, (
+        proc.stderr[-2000:])
+    assert not (tmp_path / 'out' / 'results.json').exists()
+
+
+class TestLoadBackdoor:
+
+  def test_a_clean_run_is_not_a_backdoored_one(self, train_dir):
+    with pytest.raises(ValueError, match="'clean' run"):
+      defend_job.load_backdoor(str(train_dir))
+
+
+class TestTrainClean:
+
+  def test_digits_reach_ninety_percent_in_ten_epochs(self, tmp_path):
+    config = digits_config.get_config()
+    config.train.epochs = 10
+    t0 = time.perf_counter()
+    r = train_job.train_clean(config, str(tmp_path), log=lambda s: None)
+    seconds = time.perf_counter() - t0
+    print(f'train_clean: {r["test_acc"]:.4f} test accuracy in {seconds:.1f}s')
+    assert r['epochs'] == 10
+    assert r['test_acc'] >= 0.90, r['history']
