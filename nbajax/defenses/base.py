@@ -58,9 +58,13 @@ def layer_betas(cfg: ml_collections.ConfigDict,
   and `cfg.betas` (one per layer, or a single value for all).
 
   Raises:
-    ValueError: when the counts differ or a beta is negative.
+    ValueError: when the counts differ, a layer is named twice or a beta is
+      negative.
   """
   layers = tuple(cfg.layers) or models.distill_layers(model_name)
+  if len(set(layers)) != len(layers):
+    # The dict below would keep only the last beta of a repeated layer.
+    raise ValueError(f'layers {layers} name a layer more than once')
   betas = tuple(float(b) for b in cfg.betas)
   if len(betas) == 1:
     betas = betas * len(layers)
