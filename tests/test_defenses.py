@@ -395,6 +395,12 @@ class TestLayerBetas:
     with pytest.raises(ValueError, match='one value per layer'):
       defenses.layer_betas(self._cfg((), (500.0, 1000.0)), 'cnn')
 
+  def test_a_repeated_layer_is_an_error(self):
+    # Not silently {'group3': 2.0}: the first beta would vanish.
+    with pytest.raises(ValueError, match='more than once'):
+      defenses.layer_betas(self._cfg(('group3', 'group3'), (1.0, 2.0)),
+                           'cnn')
+
   def test_negative_beta_is_an_error(self):
     with pytest.raises(ValueError, match='>= 0'):
       defenses.layer_betas(self._cfg((), (-1.0,)), 'cnn')
