@@ -100,13 +100,13 @@ def _hms(seconds: float) -> str:
   return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s'
 
 
-def _timed_reuse(fn, *args, **kwargs):
-  """Runs a job; returns (results, seconds computed here or None if reused)."""
+def _run_timed(workdir: str, fn, *args, **kwargs):
+  """Runs a job; returns (results, seconds), seconds None when it only
+  reused a finished run (so ETAs average computed cells only)."""
+  reused = _finished(workdir)
   t0 = time.time()
   results = fn(*args, **kwargs)
-  seconds = time.time() - t0
-  return results, (None if seconds < 0.5 * results.get('wall_seconds', 0) or
-                   seconds < 1.0 else seconds)
+  return results, None if reused else time.time() - t0
 
 
 def run_grid(config: ml_collections.ConfigDict, workdir: str, *,
@@ -153,7 +153,8 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
   backdoor_dir = os.path.join(base, 'backdoor')
   label = f'seed {seed} | {attack}'
   progress.begin(f'{label} | backdoor')
-  bd, seconds = _timed_reuse(attack_job.run_attack, cfg, backdoor_dir, log=log)
+  bd, seconds = _run_timed(backdoor_dir, attack_job.run_attack, cfg,
+                           backdoor_dir, log=log)
   progress.end(seconds)
   cells = []
   if 'none' in defenses:
@@ -166,9 +167,8 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
     dwork = os.path.join(base, name)
     if setup is None and not _finished(dwork):
       setup = defend_job.DefenseSetup(dcfg, backdoor_dir, log)
-    res, seconds = _timed_reuse(defend_job.run_defense, dcfg, dwork,
-                                backdoor_dir=backdoor_dir, log=log,
-                                setup=setup)
+    res, seconds = _run_timed(dwork, defend_job.run_defense, dcfg, dwork,
+                              backdoor_dir=backdoor_dir, log=log, setup=setup)
     progress.end(seconds)
     cells.append(_cell(res, attack=attack, defense=name, seed=seed))
   return cells
