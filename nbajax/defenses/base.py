@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 
 from nbajax import models, training
+from nbajax.training import from_config
 from nbajax.checkpoint import Checkpointer
-from nbajax.data import augment as augment_lib
 
 
 @dataclasses.dataclass
@@ -77,17 +77,6 @@ def layer_betas(cfg: ml_collections.ConfigDict,
   return dict(zip(layers, betas))
 
 
-def make_augment(cfg: ml_collections.ConfigDict):
-  """On-device augmentation of the defense (crop/flip/cutout fields)."""
-  pad, flip, cut = (int(cfg.get('crop_padding', 0)), bool(cfg.get('flip',
-                                                                   False)),
-                    int(cfg.get('cutout', 0)))
-  if not (pad or flip or cut):
-    return None
-  return lambda x, key: augment_lib(x, key, crop_padding=pad, flip=flip,
-                                    cutout=cut)
-
-
 def finetune(ctx: DefenseContext, cfg: ml_collections.ConfigDict,
              loss_fn, *, aux: Any = None,
              variables: dict[str, Any] | None = None
@@ -101,17 +90,9 @@ def finetune(ctx: DefenseContext, cfg: ml_collections.ConfigDict,
   Returns:
     (defended variables, per-epoch history).
   """
-  trainer = training.Trainer(loss_fn, batch_size=int(cfg.batch_size),
-                             augment_fn=make_augment(cfg),
-                             loop=cfg.get('loop', 'auto'))
-  steps = trainer.steps_per_epoch(len(ctx.x_clean))
-  schedule = training.make_schedule(
-      lr=float(cfg.lr), schedule=cfg.schedule, steps_per_epoch=steps,
-      epochs=int(cfg.epochs), boundaries=tuple(cfg.get('boundaries', ())),
-      decay=float(cfg.get('decay', 0.1)))
-  tx = training.make_optimizer(schedule, momentum=float(cfg.momentum),
-                               nesterov=bool(cfg.nesterov),
-                               weight_decay=float(cfg.weight_decay))
+  trainer = from_config.trainer(loss_fn, cfg)
+  tx = from_config.optimizer(
+      cfg, steps_per_epoch=trainer.steps_per_epoch(len(ctx.x_clean)))
   start = variables if variables is not None else ctx.variables
   state = training.create_train_state(ctx.model, tx, ctx.key,
                                       tuple(ctx.x_clean.shape[1:]),

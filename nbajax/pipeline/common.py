@@ -1,6 +1,5 @@
 """Shared pieces of the jobs: data, model, optimizer, trainer, run files."""
 
-import functools
 import hashlib
 import json
 import logging
@@ -62,38 +61,6 @@ def build_model(model_cfg: ml_collections.ConfigDict,
     return models.get_model(model_cfg.name, dataset.num_classes,
                             mean=tuple(dataset.mean), std=tuple(dataset.std))
   return models.get_model(model_cfg.name, dataset.num_classes)
-
-
-def build_augment(opt_cfg: ml_collections.ConfigDict) -> Callable | None:
-  """On-device augmentation from `crop_padding`, `flip`, `cutout` fields."""
-  pad, flip, cut = (int(opt_cfg.get('crop_padding', 0)),
-                    bool(opt_cfg.get('flip', False)),
-                    int(opt_cfg.get('cutout', 0)))
-  if not (pad or flip or cut):
-    return None
-  return functools.partial(data_lib.augment, crop_padding=pad, flip=flip,
-                           cutout=cut)
-
-
-def build_optimizer(opt_cfg: ml_collections.ConfigDict, *,
-                    steps_per_epoch: int):
-  """SGD and its schedule from `lr`, `schedule`, `boundaries`, ... fields."""
-  schedule = training.make_schedule(
-      lr=float(opt_cfg.lr), schedule=opt_cfg.schedule,
-      steps_per_epoch=steps_per_epoch, epochs=int(opt_cfg.epochs),
-      boundaries=tuple(opt_cfg.get('boundaries', ())),
-      decay=float(opt_cfg.get('decay', 0.1)))
-  return training.make_optimizer(
-      schedule, momentum=float(opt_cfg.momentum),
-      nesterov=bool(opt_cfg.nesterov),
-      weight_decay=float(opt_cfg.weight_decay))
-
-
-def build_trainer(loss_fn, opt_cfg: ml_collections.ConfigDict):
-  """A Trainer over all devices with the config's batch size and loop."""
-  return training.Trainer(loss_fn, batch_size=int(opt_cfg.batch_size),
-                          augment_fn=build_augment(opt_cfg),
-                          loop=opt_cfg.get('loop', 'auto'))
 
 
 def accuracy(apply_fn, variables, x: np.ndarray, y: np.ndarray, *,

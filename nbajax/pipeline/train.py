@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from nbajax import training
+from nbajax.training import from_config
 from nbajax.pipeline import common, validate
 
 
@@ -46,9 +47,9 @@ def train_model(
   log = log or common.logger(role)
   opt = config.train
   model = common.build_model(config.model, dataset)
-  trainer = common.build_trainer(training.make_ce_loss(model), opt)
-  steps = trainer.steps_per_epoch(len(x_train))
-  tx = common.build_optimizer(opt, steps_per_epoch=steps)
+  trainer = from_config.trainer(training.make_ce_loss(model), opt)
+  tx = from_config.optimizer(
+      opt, steps_per_epoch=trainer.steps_per_epoch(len(x_train)))
   key = jax.random.key(int(config.seed))
   init_key, run_key = jax.random.split(key)
   state = training.create_train_state(model, tx, init_key,

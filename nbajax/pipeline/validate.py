@@ -125,7 +125,7 @@ def _check_model(config) -> None:
 
 
 def _check_optimizer(config, section: str) -> None:
-  """Fields `common.build_optimizer` / `defenses.finetune` read."""
+  """Fields `nbajax.training.from_config` reads."""
   _number(config, f'{section}.lr', low=0.0, low_open=True)
   _int(config, f'{section}.epochs', low=1)
   _batch_size(config, f'{section}.batch_size')
