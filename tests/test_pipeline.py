@@ -107,6 +107,11 @@ class TestTrainCli:
     assert (open(path).read(), os.stat(path).st_mtime_ns) == before
     assert _steps(train_dir) == [1]
 
+  def test_defense_fields_do_not_change_a_trained_model(self, train_dir):
+    proc = _ok(_cli('train', train_dir, '--config.defense.epochs=3',
+                    '--config.grid.seeds=(0,1)'))
+    assert 'reusing' in proc.stderr
+
   def test_other_config_refuses_and_names_overwrite(self, train_dir):
     before = _results(train_dir)
     proc = _cli('train', train_dir, '--config.seed=1')
@@ -153,6 +158,18 @@ class TestDefendCli:
     teachers = [d for d in os.listdir(attack_dir) if d.startswith('teacher-')]
     assert len(teachers) == 1
     assert _results(attack_dir / teachers[0])['role'] == 'teacher'
+
+  def test_a_teacher_of_another_backdoored_model_is_refused(
+      self, attack_dir, tmp_path):
+    teacher = tmp_path / 'teacher'
+    teacher.mkdir()
+    with open(teacher / 'results.json', 'w') as f:
+      json.dump({'fingerprint': 'of-another-model', 'role': 'teacher'}, f)
+    proc = _cli('defend', tmp_path / 'nad', f'--backdoor_dir={attack_dir}',
+                f'--teacher_dir={teacher}', '--config.defense.name=nad')
+    assert proc.returncode != 0
+    assert 'another backdoored model' in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / 'nad' / 'results.json').exists()
 
   def test_backdoor_dir_without_attack_run_names_results_json(self,
                                                               tmp_path):

@@ -57,6 +57,27 @@ class TestOptimizer:
       training.make_schedule(steps_per_epoch=1, epochs=1, **kwargs)
 
 
+class TestCreateTrainState:
+
+  def test_weakly_typed_variables_become_strong_so_the_step_compiles_once(
+      self):
+    model = TinyNet()
+    tx = training.make_optimizer(optax.constant_schedule(0.1))
+    init = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1))))
+    weak = jax.tree_util.tree_map(lambda a: jnp.full(a.shape, 0.1), init)
+    assert all(a.weak_type for a in jax.tree_util.tree_leaves(weak))
+    state = training.create_train_state(model, tx, jax.random.key(0),
+                                        (8, 8, 1), variables=weak)
+    assert not any(a.weak_type for a in jax.tree_util.tree_leaves(
+        (state.params, state.batch_stats)))
+    x, y = digits(128)
+    trainer = training.Trainer(training.make_ce_loss(model), batch_size=64)
+    trainer.run_epoch(training.replicate(state, trainer.mesh),
+                      jnp.asarray(x), jnp.asarray(y), 0, jax.random.key(1))
+    assert trainer.trace_count == 1
+
+
 class TestTrainStep:
 
   def test_step_changes_params_and_batch_stats_and_counts(self):

@@ -43,10 +43,8 @@ def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
   """Eval-mode closure of a clean model: restored or trained in workdir."""
   source = config.attack.get('clean_model_dir') or os.path.join(workdir,
                                                                 'clean')
-  if not os.path.exists(os.path.join(source, common.RESULTS_FILE)):
-    log(f'training the clean model that {config.attack.name} needs in '
-        f'{source}')
-    train.train_clean(config, source, log=log)
+  log(f'clean model for {config.attack.name}: {source}')
+  train.train_clean(config, source, log=log)  # Reuses or refuses stale runs.
   model = common.build_model(config.model, dataset)
   ckpt = Checkpointer(os.path.join(source, 'checkpoints'))
   variables = jax.device_get(
@@ -66,14 +64,15 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
   validate.validate_config(config, job='attack')
   log = log or common.logger('attack')
   a = config.attack
-  fp = common.fingerprint(config.seed, config.data, config.model,
-                          config.train, a, 'backdoored')
+  fp = common.training_fingerprint(config, a, 'backdoored')
   done = common.finished_results(workdir, fp, overwrite=overwrite)
   if done is not None:
     log(f'{workdir} already holds this finished attack run; reusing it')
     return done
-  if overwrite:
-    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
+  if overwrite:  # Teachers were fine-tuned from the model being replaced.
+    old = os.listdir(workdir) if os.path.isdir(workdir) else []
+    for sub in ['checkpoints'] + [d for d in old if d.startswith('teacher-')]:
+      shutil.rmtree(os.path.join(workdir, sub), ignore_errors=True)
   t0 = time.time()
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='attack')
@@ -92,7 +91,7 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
   eval_bs = int(config.get('eval_batch_size', 512))
   model, state, history, _ = train.train_model(
       config, workdir, dataset=dataset, x_train=result.x, y_train=result.y,
-      role='backdoored', extra_meta={'attack': spec},
+      role='backdoored', fingerprint_=fp, extra_meta={'attack': spec},
       eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs), log=log)
   final = evaluate.evaluate(model.apply, state.variables, sets,
                             batch_size=eval_bs)

@@ -43,6 +43,14 @@ def fingerprint(*parts: Any) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def training_fingerprint(config: ml_collections.ConfigDict, *tail: Any) -> str:
+  """Fingerprint of a model trained from scratch: seed, data, model and
+  train sections plus `tail` (role, attack); defense and grid fields do not
+  change it, so they never block reuse or resume of a trained model."""
+  return fingerprint(config.seed, config.data, config.model, config.train,
+                     *tail)
+
+
 def load_data(data_cfg: ml_collections.ConfigDict) -> 'data_lib.Dataset':
   """The data set a config names (`digits`, `npz` with a path, TFDS)."""
   kwargs = {}

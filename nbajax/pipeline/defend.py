@@ -66,6 +66,7 @@ class DefenseSetup:
     self.backdoor_dir = backdoor_dir
     self.log = log
     done = load_backdoor(backdoor_dir)
+    self.backdoor_fp = done['fingerprint']
     base = ml_collections.ConfigDict(done['config'])
     # Data, model and attack are the backdoor run's; the defense is ours.
     self.config = ml_collections.ConfigDict(base.to_dict())
@@ -120,11 +121,17 @@ class DefenseSetup:
     """Teacher variables: reused from its directory or trained (FT) there."""
     d = self.config.defense
     fp = common.fingerprint(d.teacher, d.clean_fraction, d.clean_seed,
-                            self.config.seed, 'teacher')
+                            self.config.seed, 'teacher', self.backdoor_fp)
     teacher_dir = teacher_dir or os.path.join(self.backdoor_dir,
                                               f'teacher-{fp[:8]}')
     results_path = os.path.join(teacher_dir, common.RESULTS_FILE)
     if os.path.exists(results_path):
+      saved = common.read_json(results_path).get('fingerprint')
+      if saved != fp:
+        raise FileExistsError(
+            f'{teacher_dir} holds a teacher of other settings or of another '
+            f'backdoored model (fingerprint {saved}, needed {fp}); choose '
+            'another --teacher_dir or delete it')
       ckpt = Checkpointer(os.path.join(teacher_dir, 'checkpoints'))
       self.log(f'reusing the teacher in {teacher_dir}')
       return jax.device_get(

@@ -22,6 +22,7 @@ def train_model(
     x_train: np.ndarray,
     y_train: np.ndarray,
     role: str,
+    fingerprint_: str,
     extra_meta: dict[str, Any] | None = None,
     eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
     log: Callable[[str], None] | None = None,
@@ -37,6 +38,8 @@ def train_model(
     x_train: uint8 [N,H,W,C] training images (possibly poisoned).
     y_train: int [N] labels.
     role: 'clean' or 'backdoored' (goes into the metadata).
+    fingerprint_: identifies the run's settings; a checkpoint of another
+      fingerprint in `workdir` is refused instead of resumed.
     extra_meta: more JSON metadata (the attack spec, ...).
     eval_fn: `(apply_fn, variables) -> metrics` after every epoch.
     log: progress sink.
@@ -54,10 +57,9 @@ def train_model(
   init_key, run_key = jax.random.split(key)
   state = training.create_train_state(model, tx, init_key,
                                       tuple(x_train.shape[1:]))
-  fp = common.fingerprint(config, role, extra_meta or {})
   meta = common.base_meta(config=config, dataset=dataset,
                           model_name=config.model.name, role=role,
-                          fingerprint_=fp, extra=extra_meta)
+                          fingerprint_=fingerprint_, extra=extra_meta)
   ckpt = common.checkpointer(workdir, keep=int(config.get('keep_checkpoints',
                                                           2)))
   evaluate = (lambda s: eval_fn(model.apply, s.variables)) if eval_fn else None
@@ -85,7 +87,7 @@ def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
   """
   validate.validate_config(config, job='train')
   log = log or common.logger('train')
-  fp = common.fingerprint(config, 'clean', {})
+  fp = common.training_fingerprint(config, 'clean')
   done = common.finished_results(workdir, fp, overwrite=overwrite)
   if done is not None:
     log(f'{workdir} already holds this finished run; reusing it')
@@ -103,7 +105,8 @@ def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
 
   _, state, history, meta = train_model(
       config, workdir, dataset=dataset, x_train=dataset.x_train,
-      y_train=dataset.y_train, role='clean', eval_fn=eval_fn, log=log)
+      y_train=dataset.y_train, role='clean', fingerprint_=fp,
+      eval_fn=eval_fn, log=log)
   results = {
       'fingerprint': fp,
       'role': 'clean',
