@@ -13,7 +13,8 @@ import sys
 from typing import Any, Callable, NoReturn
 
 import jax
-from absl import logging
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -25,6 +26,37 @@ class _QuietLibraries(std_logging.Filter):
     if record.levelno >= std_logging.WARNING:
       return True
     return not any(part in record.pathname for part in self._NOISY)
+
+
+DEFAULT_CONFIG = 'experiments/configs/digits.py'
+
+
+def define_run_flags(default_workdir: str | None, *,
+                     overwrite: bool = True) -> tuple[Any, Any, Any]:
+  """The flags every job CLI has: --config, --workdir, --overwrite.
+
+  Args:
+    default_workdir: default of --workdir (None: the job picks one).
+    overwrite: also define --overwrite.
+
+  Returns:
+    (config, workdir, overwrite) flag holders; overwrite is None when not
+    defined.
+  """
+  config = config_flags.DEFINE_config_file(
+      'config', DEFAULT_CONFIG, 'Experiment config file.', lock_config=True)
+  workdir = flags.DEFINE_string('workdir', default_workdir, 'Run directory.')
+  over = (flags.DEFINE_bool('overwrite', False,
+                            'Start over in a workdir holding a finished run.')
+          if overwrite else None)
+  return config, workdir, over
+
+
+def start(argv: list[str]) -> None:
+  """Refuses stray arguments, then `setup()`."""
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  setup()
 
 
 def setup() -> None:

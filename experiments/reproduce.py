@@ -8,23 +8,17 @@ Resumable: run the same command again after an interruption.
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/digits.py', 'Experiment config file.',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Grid directory (default runs/reproduce_<data>).')
+# Default workdir: runs/reproduce_<data name>.
+_CONFIG, _WORKDIR, _ = cli.define_run_flags(None, overwrite=False)
 _ONLY = flags.DEFINE_string(
     'only', '', "Filter, e.g. 'attack=badnets+blend,defense=nba,seed=0'.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  cli.setup()
+  cli.start(argv)
   from nbajax.pipeline import reproduce
   config = _CONFIG.value
   workdir = _WORKDIR.value or f'runs/reproduce_{config.data.name}'

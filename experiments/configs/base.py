@@ -7,6 +7,33 @@ Not a runnable config by itself (it has no data set of its own): see
 import ml_collections
 
 
+def optimizer_section(*, epochs: int, lr: float, batch_size: int = 64,
+                      schedule: str = 'constant', weight_decay: float = 1e-4,
+                      crop_padding: int = 4,
+                      flip: bool = False) -> ml_collections.ConfigDict:
+  """The fields `nbajax.training.from_config` reads, with their defaults.
+
+  Args:
+    epochs: epochs to train.
+    lr: initial learning rate.
+    batch_size: global batch size.
+    schedule: 'constant', 'step' (x `decay` at each epoch in `boundaries`)
+      or 'cosine'.
+    weight_decay: L2 added to the gradient, as torch's SGD.
+    crop_padding: random-crop padding in pixels (0: off).
+    flip: random horizontal flips.
+
+  Returns:
+    A ConfigDict; change `boundaries`, `decay`, `momentum`, `nesterov`,
+    `cutout` or `loop` ('auto': 'step' on CPU, 'scan' on GPU/TPU) on it.
+  """
+  return ml_collections.ConfigDict(dict(
+      epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule,
+      boundaries=(), decay=0.1, momentum=0.9, nesterov=True,
+      weight_decay=weight_decay, crop_padding=crop_padding, flip=flip,
+      cutout=0, loop='auto'))
+
+
 def get_config() -> ml_collections.ConfigDict:
   """Base config: seed, data, model, training, attack and defense fields."""
   c = ml_collections.ConfigDict()
@@ -26,20 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.normalize = True  # Per-dataset mean/std inside the model.
 
   # Training from scratch (clean and backdoored models).
-  c.train = ml_collections.ConfigDict()
-  c.train.epochs = 30
-  c.train.batch_size = 64
-  c.train.lr = 0.1
-  c.train.schedule = 'cosine'  # 'constant', 'step', 'cosine'.
-  c.train.boundaries = ()  # Epochs where 'step' multiplies lr by decay.
-  c.train.decay = 0.1
-  c.train.momentum = 0.9
-  c.train.nesterov = True
-  c.train.weight_decay = 5e-4
-  c.train.crop_padding = 4
-  c.train.flip = True
-  c.train.cutout = 0
-  c.train.loop = 'auto'  # 'step' on CPU, 'scan' on GPU/TPU.
+  c.train = optimizer_section(epochs=30, lr=0.1, schedule='cosine',
+                              weight_decay=5e-4, flip=True)
 
   # The backdoor attack (nbajax.attacks); params go to get_attack().
   c.attack = ml_collections.ConfigDict()
@@ -56,41 +71,15 @@ def get_config() -> ml_collections.ConfigDict:
   # checkpoint directory (a `experiments.train` workdir) is given.
   c.attack.clean_model_dir = ''
 
-  # The defense (nbajax.defenses). Optimizer fields as in `train`.
-  c.defense = ml_collections.ConfigDict()
+  # The defense (nbajax.defenses): an optimizer section plus its own fields.
+  c.defense = optimizer_section(epochs=20, lr=0.01)
   c.defense.name = 'nba'
   c.defense.clean_fraction = 0.05  # Of the training set, class-stratified.
   c.defense.clean_seed = 0
-  c.defense.epochs = 20
-  c.defense.batch_size = 64
-  c.defense.lr = 0.01
-  c.defense.schedule = 'constant'
-  c.defense.boundaries = ()
-  c.defense.decay = 0.1
-  c.defense.momentum = 0.9
-  c.defense.nesterov = True
-  c.defense.weight_decay = 1e-4
-  c.defense.crop_padding = 4
-  c.defense.flip = False
-  c.defense.cutout = 0
-  c.defense.loop = 'auto'
   c.defense.eval_every = 1
 
   # Teacher of NAD/NBA: the backdoored model fine-tuned (CE) on the subset.
-  c.defense.teacher = ml_collections.ConfigDict()
-  c.defense.teacher.epochs = 10
-  c.defense.teacher.batch_size = 64
-  c.defense.teacher.lr = 0.01
-  c.defense.teacher.schedule = 'constant'
-  c.defense.teacher.boundaries = ()
-  c.defense.teacher.decay = 0.1
-  c.defense.teacher.momentum = 0.9
-  c.defense.teacher.nesterov = True
-  c.defense.teacher.weight_decay = 1e-4
-  c.defense.teacher.crop_padding = 4
-  c.defense.teacher.flip = False
-  c.defense.teacher.cutout = 0
-  c.defense.teacher.loop = 'auto'
+  c.defense.teacher = optimizer_section(epochs=10, lr=0.01)
 
   c.defense.fp = ml_collections.ConfigDict()
   c.defense.fp.max_acc_drop = 0.05  # Clean-subset accuracy we may lose.
