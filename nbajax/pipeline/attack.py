@@ -11,7 +11,6 @@ Layout of an attack workdir:
 
 import json
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -65,14 +64,12 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
   log = log or common.logger('attack')
   a = config.attack
   fp = common.training_fingerprint(config, a, 'backdoored')
-  done = common.finished_results(workdir, fp, overwrite=overwrite)
+  # Teachers were fine-tuned from the model an overwrite replaces.
+  done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
+                               label='attack',
+                               clear=('checkpoints', 'teacher-*'))
   if done is not None:
-    log(f'{workdir} already holds this finished attack run; reusing it')
     return done
-  if overwrite:  # Teachers were fine-tuned from the model being replaced.
-    old = os.listdir(workdir) if os.path.isdir(workdir) else []
-    for sub in ['checkpoints'] + [d for d in old if d.startswith('teacher-')]:
-      shutil.rmtree(os.path.join(workdir, sub), ignore_errors=True)
   t0 = time.time()
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='attack')

@@ -1,9 +1,11 @@
 """Shared pieces of the jobs: data, model, optimizer, trainer, run files."""
 
+import glob
 import hashlib
 import json
 import logging
 import os
+import shutil
 from typing import Any, Callable
 
 import jax
@@ -151,6 +153,28 @@ def finished_results(workdir: str, fp: str, *, overwrite: bool) -> Any:
       f'{workdir} holds a finished run of other settings (fingerprint '
       f'{done.get("fingerprint")}, this config {fp}); pass --overwrite or '
       'choose another --workdir')
+
+
+def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
+                   log: Callable[[str], None], label: str,
+                   clear: tuple[str, ...] = ('checkpoints',)) -> Any:
+  """Results of a finished run of the same settings, or None to run.
+
+  With `overwrite`, what matches the `clear` glob patterns in `workdir` is
+  removed first, so the new run cannot resume from the old one.
+
+  Raises:
+    FileExistsError: as `finished_results`.
+  """
+  done = finished_results(workdir, fp, overwrite=overwrite)
+  if done is not None:
+    log(f'{workdir} already holds this finished {label} run; reusing it')
+    return done
+  if overwrite:
+    for pattern in clear:
+      for path in glob.glob(os.path.join(workdir, pattern)):
+        shutil.rmtree(path, ignore_errors=True)
+  return None
 
 
 def logger(name: str) -> Callable[[str], None]:

@@ -10,7 +10,6 @@ Layout:
 """
 
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -178,12 +177,10 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
   backdoor = load_backdoor(backdoor_dir)
   fp = common.fingerprint(config.defense, config.seed, backdoor['fingerprint'],
                           name)
-  done = common.finished_results(workdir, fp, overwrite=overwrite)
+  done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
+                               label=name)
   if done is not None:
-    log(f'{workdir} already holds this finished {name} run; reusing it')
     return done
-  if overwrite:
-    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
   t0 = time.time()
   setup = setup or DefenseSetup(config, backdoor_dir, log)
   teacher = (setup.teacher(teacher_dir)

@@ -1,7 +1,6 @@
 """Train a model from scratch (clean, or on a poisoned training set)."""
 
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -88,12 +87,10 @@ def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
   validate.validate_config(config, job='train')
   log = log or common.logger('train')
   fp = common.training_fingerprint(config, 'clean')
-  done = common.finished_results(workdir, fp, overwrite=overwrite)
+  done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
+                               label='clean-model')
   if done is not None:
-    log(f'{workdir} already holds this finished run; reusing it')
     return done
-  if overwrite:
-    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
   t0 = time.time()
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='train')
