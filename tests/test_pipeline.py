@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from experiments.configs import digits as digits_config
@@ -187,6 +188,25 @@ class TestLoadBackdoor:
   def test_a_clean_run_is_not_a_backdoored_one(self, train_dir):
     with pytest.raises(ValueError, match="'clean' run"):
       defend_job.load_backdoor(str(train_dir))
+
+
+class TestEvalSets:
+
+  @pytest.mark.parametrize('mode', ['all-to-one', 'all-to-all'])
+  def test_trig_index_points_at_each_triggered_image_s_original(self, mode):
+    from nbajax import attacks, data
+    from nbajax.attacks import base
+    from nbajax.pipeline import evaluate
+    dataset = data.load_dataset('digits')
+    sets = evaluate.make_eval_sets(dataset, attacks.get_attack('badnets'),
+                                   target=3, mode=mode)
+    np.testing.assert_array_equal(sets.y_test[sets.trig_index], sets.y_true)
+    originals = base.to_float(sets.x_test[sets.trig_index])
+    np.testing.assert_array_equal(
+        base.to_uint8(attacks.get_attack('badnets').apply(originals)),
+        sets.x_trig)
+    if mode == 'all-to-one':
+      assert not np.any(sets.y_true == 3)
 
 
 class TestTrainClean:

@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
-import numpy as np
 
 from nbajax import attacks
 from nbajax.attacks import figures, poison
@@ -124,7 +123,5 @@ def save_trigger_figure(sets: evaluate.EvalSets, path: str, *, title: str,
                         count: int = 8) -> None:
   """PNG of the first `count` triggered test images beside their originals."""
   n = min(count, len(sets.x_trig))
-  keep = np.flatnonzero(sets.y_test != (sets.target if sets.target is not None
-                                        else -1))[:n]
-  figures.save_trigger_figure(sets.x_test[keep], sets.x_trig[:n], path,
-                              title=title)
+  figures.save_trigger_figure(sets.x_test[sets.trig_index[:n]],
+                              sets.x_trig[:n], path, title=title)

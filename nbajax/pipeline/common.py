@@ -14,7 +14,7 @@ import numpy as np
 
 import nbajax
 from nbajax import data as data_lib
-from nbajax import models, training
+from nbajax import models
 from nbajax.checkpoint import Checkpointer
 
 RESULTS_FILE = 'results.json'
@@ -71,13 +71,6 @@ def build_model(model_cfg: ml_collections.ConfigDict,
     return models.get_model(model_cfg.name, dataset.num_classes,
                             mean=tuple(dataset.mean), std=tuple(dataset.std))
   return models.get_model(model_cfg.name, dataset.num_classes)
-
-
-def accuracy(apply_fn, variables, x: np.ndarray, y: np.ndarray, *,
-             batch_size: int = 512) -> float:
-  """Fraction of `x` classified as `y` (eval mode)."""
-  preds = training.predict(apply_fn, variables, x, batch_size=batch_size)
-  return float(np.sum(preds == np.asarray(y))) / max(len(y), 1)
 
 
 def base_meta(*, config: Any, dataset, model_name: str, role: str,

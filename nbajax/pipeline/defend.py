@@ -17,9 +17,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from nbajax import defenses
+from nbajax import defenses, metrics
 from nbajax.attacks import poison
-from nbajax.checkpoint import Checkpointer, CheckpointError
+from nbajax.checkpoint import Checkpointer
 from nbajax.data import clean_subset_indices
 from nbajax.pipeline import attack as attack_job
 from nbajax.pipeline import common, evaluate, validate
@@ -191,7 +191,6 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
   variables, history = defend(ctx, config.defense)
   after = evaluate.evaluate(setup.model.apply, variables, setup.sets,
                             batch_size=setup.eval_bs)
-  from nbajax import metrics  # Local: keeps module import light.
   results = {
       'fingerprint': fp, 'role': 'defended', 'defense': name,
       'attack': setup.spec['attack']['name'], 'dataset': setup.dataset.name,

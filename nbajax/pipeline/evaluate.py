@@ -21,6 +21,8 @@ class EvalSets:
       when there is no attack).
     y_true: int32 [M] their true labels.
     y_attack: int32 [M] the labels the attack wants.
+    trig_index: int [M] index in `x_test` of each triggered image's clean
+      original.
   """
 
   x_test: np.ndarray
@@ -29,6 +31,7 @@ class EvalSets:
   x_trig: np.ndarray
   y_true: np.ndarray
   y_attack: np.ndarray
+  trig_index: np.ndarray
 
 
 def make_eval_sets(dataset, attack=None, *, target: int = 0,
@@ -37,13 +40,17 @@ def make_eval_sets(dataset, attack=None, *, target: int = 0,
   if attack is None:
     empty = np.zeros((0,) + dataset.x_test.shape[1:], np.uint8)
     none = np.zeros(0, np.int32)
-    return EvalSets(dataset.x_test, dataset.y_test, None, empty, none, none)
+    return EvalSets(dataset.x_test, dataset.y_test, None, empty, none, none,
+                    none)
   x_trig, y_true, y_attack = poison.triggered_test_set(
       dataset.x_test, dataset.y_test, attack, target=target, mode=mode,
       num_classes=dataset.num_classes)
+  # triggered_test_set keeps the images in this order (all, or non-target).
+  trig_index = (np.arange(len(dataset.y_test)) if mode == 'all-to-all' else
+                np.flatnonzero(dataset.y_test != target))
   return EvalSets(dataset.x_test, dataset.y_test,
                   None if mode == 'all-to-all' else target, x_trig, y_true,
-                  y_attack)
+                  y_attack, trig_index)
 
 
 def evaluate(apply_fn, variables: Any, sets: EvalSets, *,

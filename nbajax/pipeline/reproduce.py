@@ -220,11 +220,9 @@ def attention_figure(config, workdir: str, cells, *, log) -> None:
   except (FileNotFoundError, ValueError) as e:
     log(f'attention maps skipped: {e}')
     return
-  i = 0  # First triggered image and its clean original.
-  clean_idx = np.flatnonzero(setup.sets.y_test != (
-      setup.sets.target if setup.sets.target is not None else -1))[i]
-  images = {'clean': setup.sets.x_test[clean_idx],
-            'triggered': setup.sets.x_trig[i]}
+  # The first triggered test image and its clean original.
+  images = {'clean': setup.sets.x_test[setup.sets.trig_index[0]],
+            'triggered': setup.sets.x_trig[0]}
   models = {'backdoored': setup.variables}
   for name in ('ft', 'nad', 'nba'):
     ckpt_dir = os.path.join(base, name)

@@ -10,7 +10,7 @@ import numpy as np
 
 from nbajax import training
 from nbajax.training import from_config
-from nbajax.pipeline import common, validate
+from nbajax.pipeline import common, evaluate, validate
 
 
 def train_model(
@@ -96,10 +96,8 @@ def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
   validate.validate_against_data(config, dataset, job='train')
   eval_bs = int(config.get('eval_batch_size', 512))
 
-  def eval_fn(apply_fn, variables):
-    return {'test_acc': common.accuracy(apply_fn, variables, dataset.x_test,
-                                        dataset.y_test, batch_size=eval_bs)}
-
+  eval_fn = evaluate.eval_callback(evaluate.make_eval_sets(dataset),
+                                   batch_size=eval_bs)
   _, state, history, meta = train_model(
       config, workdir, dataset=dataset, x_train=dataset.x_train,
       y_train=dataset.y_train, role='clean', fingerprint_=fp,

@@ -13,7 +13,6 @@ so the host only dispatches. Two execution modes (DESIGN.md, performance):
 
 import logging
 import math
-import time
 from typing import Any, Callable
 
 import jax
@@ -206,10 +205,3 @@ def log_epoch(epoch: int, epochs: int, metrics: dict[str, float],
   parts.append(f'{metrics["seen"] / max(seconds, 1e-9):.0f} img/s')
   parts.append(f'{seconds:.1f}s')
   log(' | '.join(parts))
-
-
-def timed(fn, *args, **kwargs):
-  """Runs fn and returns (result, seconds)."""
-  start = time.perf_counter()
-  result = fn(*args, **kwargs)
-  return result, time.perf_counter() - start
