@@ -381,3 +381,25 @@ class ImportTest(_TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class TestTransposedTable:
+
+  def test_rows_are_defenses_and_the_mean_is_a_column(self):
+    text = report.markdown_table(_grid(), transpose=True, notes=False)
+    lines = text.splitlines()
+    assert lines[0].split('|')[1:-1] == [
+        ' ACC / ASR (%) ', '      BadNets ', '        Blend ', '     **Mean** ']
+    rows = {l.split('|')[1].strip(): [c.strip() for c in l.split('|')[2:-1]]
+            for l in lines[2:]}
+    assert list(rows) == ['No defense', 'FT', 'NBA']
+    assert rows['NBA'] == ['95.0 / 11.6', '94.4 / 16.6', '94.7 / 14.1']
+
+  def test_same_cells_as_the_untransposed_table(self):
+    plain = report.markdown_table(_grid(), notes=False).splitlines()
+    flipped = report.markdown_table(_grid(), transpose=True,
+                                    notes=False).splitlines()
+    cell = lambda lines, i, j: lines[i].split('|')[j + 1].strip()
+    for i in range(2, len(plain)):
+      for j in range(1, 4):
+        assert cell(plain, i, j) == cell(flipped, j + 1, i - 1)

@@ -120,4 +120,41 @@ def get_config() -> ml_collections.ConfigDict:
   # Per-attack changes of the attack fields, e.g. {'sig': {'rate': 0.5,
   # 'params': {'delta': 0.1}}}.
   c.grid.attack_overrides = ml_collections.ConfigDict()
+
+  # The NBA ablation (experiments.ablate): named changes of `defense`, run on
+  # the grid's backdoored models and teachers. A variant whose config equals
+  # a grid defense reuses that grid cell.
+  c.ablation = ml_collections.ConfigDict()
+  c.ablation.attacks = ('badnets', 'blend')
+  c.ablation.seeds = (0,)
+  c.ablation.run = ABLATION_ORDER
+  c.ablation.variants = ml_collections.ConfigDict(ablation_variants())
   return c
+
+
+# Table order of the ablation: NAD, what each NBA part adds, then one change
+# of the full NBA at a time, then controls.
+ABLATION_ORDER = ('nad', 'nad_channel', 'nad_pseudo', 'full', 'per_sample',
+                  'eps8', 'align_clean', 'lam1', 'align_clean_lam1',
+                  'random_noise')
+
+
+def ablation_variants() -> dict[str, dict]:
+  """The issue's NBA ablation as `{variant: changes of config.defense}`."""
+  no_channel = {'spatial': 1.0, 'channel': 0.0, 'relation': 0.0}
+  return {
+      'nad': {'name': 'nad'},
+      # NAD's clean-sample alignment with the channel behavior added.
+      'nad_channel': {'name': 'nba', 'nba': {'gamma': 0.0}},
+      # NAD plus pseudo samples: spatial behavior only.
+      'nad_pseudo': {'name': 'nba', 'nba': {'weights': no_channel}},
+      'full': {'name': 'nba'},  # Our NBA as configured.
+      'per_sample': {'name': 'nba', 'nba': {'mode': 'per_sample'}},
+      'eps8': {'name': 'nba', 'nba': {'eps': 8 / 255}},
+      'align_clean': {'name': 'nba', 'nba': {'align_to': 'clean'}},
+      'lam1': {'name': 'nba', 'nba': {'lam': 1.0}},
+      'align_clean_lam1': {'name': 'nba',
+                           'nba': {'align_to': 'clean', 'lam': 1.0}},
+      # Control: the random start alone, no PGD step.
+      'random_noise': {'name': 'nba', 'nba': {'steps': 0}},
+  }

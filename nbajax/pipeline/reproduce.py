@@ -31,8 +31,13 @@ from nbajax.pipeline import defend as defend_job
 ONLY_KEYS = ('attack', 'defense', 'seed')
 
 
-def parse_only(text: str) -> dict[str, set[str]]:
+def parse_only(text: str, *, keys: tuple[str, ...] = ONLY_KEYS
+               ) -> dict[str, set[str]]:
   """`'attack=badnets+blend,defense=nba'` -> {'attack': {...}, ...}.
+
+  Args:
+    text: comma-separated `KEY=V1+V2` items.
+    keys: the keys allowed.
 
   Raises:
     ValueError: for a malformed item or an unknown key.
@@ -40,14 +45,15 @@ def parse_only(text: str) -> dict[str, set[str]]:
   out: dict[str, set[str]] = {}
   for item in filter(None, (t.strip() for t in text.split(','))):
     key, sep, values = item.partition('=')
-    if not sep or key not in ONLY_KEYS or not values:
+    if not sep or key not in keys or not values:
       raise ValueError(f'--only item {item!r} must be KEY=V1+V2 with KEY in '
-                       f'{ONLY_KEYS}')
+                       f'{keys}')
     out.setdefault(key, set()).update(values.split('+'))
   return out
 
 
-def _selected(only: dict[str, set[str]], **cell: Any) -> bool:
+def selected(only: dict[str, set[str]], **cell: Any) -> bool:
+  """Whether a cell passes a `parse_only` filter."""
   return all(str(v) in only[k] for k, v in cell.items() if k in only)
 
 
@@ -75,8 +81,9 @@ def cell_config(config: ml_collections.ConfigDict, *, attack: str,
 class Progress:
   """Grid-level progress lines: which cell, elapsed time, ETA."""
 
-  def __init__(self, total: int, log: Callable[[str], None]):
-    self.total, self.log = total, log
+  def __init__(self, total: int, log: Callable[[str], None], *,
+               label: str = 'grid'):
+    self.total, self.log, self.label = total, log, label
     self.done = 0
     self.start = time.time()
     self.computed_seconds: list[float] = []
@@ -86,7 +93,7 @@ class Progress:
     if self.computed_seconds:
       left = self.total - self.done
       eta = _hms(left * float(np.mean(self.computed_seconds)))
-    self.log(f'[grid {self.done + 1}/{self.total}] {label} | elapsed '
+    self.log(f'[{self.label} {self.done + 1}/{self.total}] {label} | elapsed '
              f'{_hms(time.time() - self.start)} | ETA {eta}')
 
   def end(self, seconds: float | None) -> None:
@@ -100,10 +107,10 @@ def _hms(seconds: float) -> str:
   return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s'
 
 
-def _run_timed(workdir: str, fn, *args, **kwargs):
+def run_timed(workdir: str, fn, *args, **kwargs):
   """Runs a job; returns (results, seconds), seconds None when it only
   reused a finished run (so ETAs average computed cells only)."""
-  reused = _finished(workdir)
+  reused = finished(workdir)
   t0 = time.time()
   results = fn(*args, **kwargs)
   return results, None if reused else time.time() - t0
@@ -132,8 +139,8 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str, *,
   # defense needs it anyway, and the table compares against it.
   plan = [(s, a, d) for s in seeds for a in g.attacks
           for d in ('none',) + tuple(g.defenses)
-          if _selected(only_sets, seed=s, attack=a)
-          and (d == 'none' or _selected(only_sets, defense=d))]
+          if selected(only_sets, seed=s, attack=a)
+          and (d == 'none' or selected(only_sets, defense=d))]
   progress = Progress(len(plan), log)
   cells: list[dict[str, Any]] = []
   for seed in seeds:
@@ -153,33 +160,35 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
   backdoor_dir = os.path.join(base, 'backdoor')
   label = f'seed {seed} | {attack}'
   progress.begin(f'{label} | backdoor')
-  bd, seconds = _run_timed(backdoor_dir, attack_job.run_attack, cfg,
+  bd, seconds = run_timed(backdoor_dir, attack_job.run_attack, cfg,
                            backdoor_dir, log=log)
   progress.end(seconds)
   cells = []
   if 'none' in defenses:
-    cells.append(_cell(bd, attack=attack, defense='none', seed=seed))
+    cells.append(result_cell(bd, attack=attack, defense='none', seed=seed))
   setup = None
   for name in [d for d in defenses if d != 'none']:
     dcfg = ml_collections.ConfigDict(cfg.to_dict())
     dcfg.defense.name = name
     progress.begin(f'{label} | {name}')
     dwork = os.path.join(base, name)
-    if setup is None and not _finished(dwork):
+    if setup is None and not finished(dwork):
       setup = defend_job.DefenseSetup(dcfg, backdoor_dir, log)
-    res, seconds = _run_timed(dwork, defend_job.run_defense, dcfg, dwork,
+    res, seconds = run_timed(dwork, defend_job.run_defense, dcfg, dwork,
                               backdoor_dir=backdoor_dir, log=log, setup=setup)
     progress.end(seconds)
-    cells.append(_cell(res, attack=attack, defense=name, seed=seed))
+    cells.append(result_cell(res, attack=attack, defense=name, seed=seed))
   return cells
 
 
-def _finished(workdir: str) -> bool:
+def finished(workdir: str) -> bool:
+  """Whether a job's workdir holds its final results.json."""
   return os.path.exists(os.path.join(workdir, common.RESULTS_FILE))
 
 
-def _cell(results: dict[str, Any], *, attack: str, defense: str,
-          seed: int) -> dict[str, Any]:
+def result_cell(results: dict[str, Any], *, attack: str, defense: str,
+                seed: int) -> dict[str, Any]:
+  """The report cell (see `nbajax.report`) of a job's results dict."""
   history = [{k: v for k, v in h.items() if isinstance(v, (int, float))}
              for h in results.get('history', [])]
   return {'attack': attack, 'defense': defense, 'seed': seed,
@@ -226,7 +235,7 @@ def attention_figure(config, workdir: str, cells, *, log) -> None:
   models = {'backdoored': setup.variables}
   for name in ('ft', 'nad', 'nba'):
     ckpt_dir = os.path.join(base, name)
-    if _finished(ckpt_dir):
+    if finished(ckpt_dir):
       ckpt = common.checkpointer(ckpt_dir)
       models[name] = jax.device_get(common.restore_variables_of(
           ckpt, setup.model, setup.dataset))

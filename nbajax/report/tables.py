@@ -81,7 +81,8 @@ def markdown_table(cells: Iterable[Mapping[str, Any]], *,
                    decimals: int = 1, spread: str = 'std',
                    mean_row: bool = True, notes: bool = True,
                    attack_labels: Mapping[str, str] | None = None,
-                   defense_labels: Mapping[str, str] | None = None) -> str:
+                   defense_labels: Mapping[str, str] | None = None,
+                   transpose: bool = False) -> str:
   """A paper-style table: rows attacks, columns defenses, "ACC / ASR" cells.
 
   Args:
@@ -94,6 +95,8 @@ def markdown_table(cells: Iterable[Mapping[str, Any]], *,
     notes: append lines saying what the spread and the Mean row are.
     attack_labels: display names of attacks (merged over `ATTACK_LABELS`).
     defense_labels: display names of defenses (over `DEFENSE_LABELS`).
+    transpose: rows defenses, columns attacks (the Mean row becomes a last
+      **Mean** column): the shape of an ablation with many variants.
 
   Returns:
     Markdown text (no trailing newline); the header's first cell names the
@@ -128,6 +131,10 @@ def markdown_table(cells: Iterable[Mapping[str, Any]], *,
     rows.append(['**Mean**'] + [text([cells_lib.mean_over_attacks(
         groups, mean_over, d, m, spread=spread) for m in metrics])
                                  for d in defenses])
+  if transpose:  # The header's first cell stays the metric label.
+    header, rows = ([header[0]] + [r[0] for r in rows],
+                    [[header[j]] + [r[j] for r in rows]
+                     for j in range(1, len(header))])
   table = _render(header, rows)
   if not notes:
     return table

@@ -1,0 +1,171 @@
+"""The NBA ablation: named variants of the defense config on the grid's models.
+
+Each variant of `config.ablation.variants` is a nested dict of changes to
+`config.defense` (e.g. `{'name': 'nba', 'nba': {'gamma': 0.0}}`). For each
+seed and attack of `config.ablation`, the variant's defense runs on the
+grid's backdoored model with the grid's teacher and clean subset, so the
+variants differ from each other and from the grid's defenses only by their
+changes. Layout, inside a grid workdir (see `nbajax.pipeline.reproduce`):
+
+    workdir/seed<s>/<attack>/backdoor/               shared with the grid
+    workdir/ablation/<variant>/seed<s>/<attack>/     one variant's run
+    workdir/ablation.{json,md}, ablation.png         the report
+
+A variant whose defense config equals the grid's config of that defense
+(e.g. 'nba' with no changes) is the grid's cell: it reuses (or fills)
+`workdir/seed<s>/<attack>/<defense>/`. Resumable like the grid.
+"""
+
+import os
+from typing import Any, Callable, Mapping
+
+import ml_collections
+
+from nbajax import report
+from nbajax.report import files as report_files
+from nbajax.pipeline import attack as attack_job
+from nbajax.pipeline import common, reproduce, validate
+from nbajax.pipeline import defend as defend_job
+
+ONLY_KEYS = ('attack', 'variant', 'seed')
+
+
+def apply_changes(defense: ml_collections.ConfigDict, changes: Mapping,
+                  *, where: str) -> None:
+  """Sets the nested `changes` on `defense` in place.
+
+  Args:
+    defense: a `config.defense` copy.
+    changes: `{field: value}`, a dict value for a sub-section.
+    where: config path of `changes`, for error messages.
+
+  Raises:
+    ValueError: naming a field that `defense` does not have, or a dict given
+      for a plain field.
+  """
+  for key, value in changes.items():
+    path = f'{where}.{key}'
+    if key not in defense:
+      raise ValueError(f'{path}: the defense config has no field {key!r}; '
+                       f'fields: {sorted(defense.keys())}')
+    current = defense[key]
+    if isinstance(value, Mapping):
+      if not isinstance(current, ml_collections.ConfigDict):
+        raise ValueError(f'{path}: {key!r} is a plain field, got a dict')
+      apply_changes(current, value, where=path)
+    else:
+      defense[key] = value
+
+
+def variant_config(cell_config: ml_collections.ConfigDict, variant: str
+                   ) -> ml_collections.ConfigDict:
+  """The cell config with `config.ablation.variants[variant]` applied.
+
+  Raises:
+    ValueError: for an unknown variant or a bad change (see
+      `apply_changes`).
+  """
+  variants = cell_config.ablation.variants
+  if variant not in variants:
+    raise ValueError(f'ablation variant {variant!r} is not in '
+                     f'config.ablation.variants: {sorted(variants.keys())}')
+  c = ml_collections.ConfigDict(cell_config.to_dict())
+  apply_changes(c.defense, common.to_dict(variants[variant]),
+                where=f'config.ablation.variants.{variant}')
+  return c
+
+
+def variant_dir(workdir: str, cell_config: ml_collections.ConfigDict,
+                vcfg: ml_collections.ConfigDict, *, variant: str, seed: int,
+                attack: str) -> str:
+  """The grid's defense dir when the variant is that grid cell, else its own.
+  """
+  grid = ml_collections.ConfigDict(cell_config.to_dict())
+  grid.defense.name = vcfg.defense.name
+  if common.to_dict(grid.defense) == common.to_dict(vcfg.defense):
+    return os.path.join(workdir, f'seed{seed}', attack, vcfg.defense.name)
+  return os.path.join(workdir, 'ablation', variant, f'seed{seed}', attack)
+
+
+def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
+                 only: str = '', log: Callable[[str], None] | None = None
+                 ) -> list[dict[str, Any]]:
+  """Runs (or resumes) the ablation and writes its report in `workdir`.
+
+  Args:
+    config: a config with `grid` and `ablation` sections.
+    workdir: the grid directory (backdoored models are trained there when
+      missing, exactly as the grid would).
+    only: filter such as 'attack=blend,variant=nba+eps8,seed=0'.
+    log: progress sink.
+
+  Returns:
+    The result cells; a cell's 'defense' is the variant name, 'variant' its
+    changes.
+
+  Raises:
+    ValueError: for a bad config, variant or filter.
+  """
+  validate.validate_config(config, job='grid')
+  log = log or common.logger('ablation')
+  a = config.ablation
+  only_sets = reproduce.parse_only(only, keys=ONLY_KEYS)
+  for variant in a.run:  # Every listed variant must build, before any run.
+    variant_config(config, variant)
+  plan = [(int(s), att, v) for s in a.seeds for att in a.attacks
+          for v in a.run
+          if reproduce.selected(only_sets, seed=s, attack=att, variant=v)]
+  if not plan:
+    raise ValueError(f'--only {only!r} selects no ablation cell of seeds '
+                     f'{tuple(a.seeds)}, attacks {tuple(a.attacks)}, '
+                     f'variants {tuple(a.run)}')
+  progress = reproduce.Progress(len(plan), log, label='ablation')
+  cells, backdoors = [], set()
+  setups: dict[tuple[int, str], defend_job.DefenseSetup] = {}
+  for seed, attack, variant in plan:
+    cfg = reproduce.cell_config(config, attack=attack, seed=seed,
+                                workdir=workdir)
+    backdoor_dir = os.path.join(workdir, f'seed{seed}', attack, 'backdoor')
+    progress.begin(f'seed {seed} | {attack} | {variant}')
+    if (seed, attack) not in backdoors:  # The 'none' row: before defense.
+      backdoors.add((seed, attack))
+      bd = attack_job.run_attack(cfg, backdoor_dir, log=log)
+      cells.append(reproduce.result_cell(bd, attack=attack, defense='none',
+                                         seed=seed))
+      cells[-1]['variant'] = {}
+    vcfg = variant_config(cfg, variant)
+    vdir = variant_dir(workdir, cfg, vcfg, variant=variant, seed=seed,
+                       attack=attack)
+    if not reproduce.finished(vdir) and (seed, attack) not in setups:
+      setups[(seed, attack)] = defend_job.DefenseSetup(vcfg, backdoor_dir,
+                                                       log)
+    res, seconds = reproduce.run_timed(
+        vdir, defend_job.run_defense, vcfg, vdir, backdoor_dir=backdoor_dir,
+        log=log, setup=setups.get((seed, attack)))
+    progress.end(seconds)
+    cell = reproduce.result_cell(res, attack=attack, defense=variant,
+                                 seed=seed)
+    cell['variant'] = common.to_dict(a.variants[variant])
+    cells.append(cell)
+  write_ablation_report(cells, workdir, title=(
+      f'NBA ablation, {config.data.name} / {config.model.name}'), log=log)
+  return cells
+
+
+def write_ablation_report(cells: list[dict[str, Any]], workdir: str, *,
+                          title: str, log: Callable[[str], None]) -> None:
+  """ablation.json, ablation.md (rows variants) and ablation.png."""
+  table = report.markdown_table(cells, transpose=True, mean_row=True)
+  changes = ['| variant | changes of `config.defense` |', '|:--|:--|']
+  for name, variant in dict((c['defense'], c['variant'])
+                            for c in cells if c['defense'] != 'none').items():
+    changes.append(f'| {name} | `{variant}` |')
+  text = '\n'.join([f'# {title}', '', table, '', *changes]) + '\n'
+  report_files.write_text_atomic(os.path.join(workdir, 'ablation.md'), text)
+  report_files.write_text_atomic(os.path.join(workdir, 'ablation.json'),
+                                 report.json_text(cells))
+  report.plot_acc_vs_asr(cells, os.path.join(workdir, 'ablation.png'),
+                         title=title)
+  log('\n' + table)
+  log(f'ablation report in {workdir}: ablation.md, ablation.json, '
+      'ablation.png')

@@ -1,0 +1,124 @@
+"""The NBA ablation: variant configs, where they run, and one tiny CLI run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments.configs import base, digits
+from nbajax.pipeline import ablation, reproduce
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cell_config(tmp_path):
+  return reproduce.cell_config(digits.get_config(), attack='badnets', seed=0,
+                               workdir=str(tmp_path))
+
+
+class TestVariantConfig:
+
+  def test_changes_only_the_named_fields(self, tmp_path):
+    cfg = _cell_config(tmp_path)
+    v = ablation.variant_config(cfg, 'align_clean_lam1')
+    assert (v.defense.nba.align_to, v.defense.nba.lam) == ('clean', 1.0)
+    v.defense.nba.align_to, v.defense.nba.lam = 'pseudo', 0.0
+    assert v.defense.to_dict() == cfg.defense.to_dict()
+
+  def test_a_nested_dict_changes_one_sub_field(self, tmp_path):
+    v = ablation.variant_config(_cell_config(tmp_path), 'nad_pseudo')
+    assert v.defense.nba.weights.to_dict() == {
+        'spatial': 1.0, 'channel': 0.0, 'relation': 0.0}
+    assert v.defense.nba.gamma == 1.0
+
+  def test_the_cell_config_is_not_modified(self, tmp_path):
+    cfg = _cell_config(tmp_path)
+    ablation.variant_config(cfg, 'eps8')
+    assert cfg.defense.nba.eps == 16 / 255
+
+  def test_every_listed_variant_builds(self, tmp_path):
+    cfg = _cell_config(tmp_path)
+    assert tuple(cfg.ablation.run) == base.ABLATION_ORDER
+    for name in cfg.ablation.run:
+      ablation.variant_config(cfg, name)
+
+  def test_unknown_variant_names_the_known_ones(self, tmp_path):
+    with pytest.raises(ValueError, match="'nope'.*align_clean"):
+      ablation.variant_config(_cell_config(tmp_path), 'nope')
+
+  def test_unknown_field_names_its_path(self, tmp_path):
+    cfg = _cell_config(tmp_path)
+    cfg.ablation.variants.bad = {'nba': {'gama': 0.0}}
+    with pytest.raises(ValueError, match=r'variants\.bad\.nba\.gama'):
+      ablation.variant_config(cfg, 'bad')
+
+  def test_dict_for_a_plain_field_is_refused(self, tmp_path):
+    cfg = _cell_config(tmp_path)
+    cfg.ablation.variants.bad = {'lr': {'value': 0.1}}
+    with pytest.raises(ValueError, match="'lr' is a plain field"):
+      ablation.variant_config(cfg, 'bad')
+
+
+class TestVariantDir:
+
+  def test_a_variant_equal_to_a_grid_defense_is_that_grid_cell(
+      self, tmp_path):
+    cfg = _cell_config(tmp_path)
+    for name, defense in (('full', 'nba'), ('nad', 'nad')):
+      v = ablation.variant_config(cfg, name)
+      assert ablation.variant_dir(str(tmp_path), cfg, v, variant=name,
+                                  seed=0, attack='badnets') == os.path.join(
+                                      str(tmp_path), 'seed0', 'badnets',
+                                      defense)
+
+  def test_a_changed_variant_gets_its_own_dir(self, tmp_path):
+    cfg = _cell_config(tmp_path)
+    v = ablation.variant_config(cfg, 'eps8')
+    assert ablation.variant_dir(str(tmp_path), cfg, v, variant='eps8',
+                                seed=0, attack='badnets') == os.path.join(
+                                    str(tmp_path), 'ablation', 'eps8',
+                                    'seed0', 'badnets')
+
+
+TINY = ['--config.train.epochs=1', '--config.defense.epochs=1',
+        '--config.defense.teacher.epochs=1',
+        '--config.defense.nba.steps=1',
+        '--config.ablation.attacks=("badnets",)',
+        '--config.ablation.run=("full","random_noise")']
+
+
+def _ablate(workdir, *flags):
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.ablate', f'--workdir={workdir}',
+       *TINY, *flags], cwd=REPO, capture_output=True, text=True,
+      timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def test_ablate_cli_runs_reuses_and_reports(tmp_path):
+  proc = _ablate(tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  grid_cell = tmp_path / 'seed0' / 'badnets' / 'nba' / 'results.json'
+  own_cell = (tmp_path / 'ablation' / 'random_noise' / 'seed0' / 'badnets' /
+              'results.json')
+  assert grid_cell.exists() and own_cell.exists()
+  with open(tmp_path / 'ablation.json') as f:
+    cells = json.load(f)
+  assert [c['defense'] for c in cells] == ['none', 'full', 'random_noise']
+  assert cells[2]['variant'] == {'name': 'nba', 'nba': {'steps': 0}}
+  with open(own_cell) as f:
+    assert json.load(f)['config']['nba']['steps'] == 0
+  md = (tmp_path / 'ablation.md').read_text()
+  assert '| random_noise ' in md and '| No defense ' in md
+  assert (tmp_path / 'ablation.png').stat().st_size > 0
+
+  before = own_cell.read_bytes()
+  again = _ablate(tmp_path)  # Everything finished: only reused.
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'epoch 1/1' not in again.stderr
+  assert own_cell.read_bytes() == before
+
+  bad = _ablate(tmp_path, '--only=variant=nope')
+  assert bad.returncode == 2
+  assert 'selects no ablation cell' in bad.stderr
