@@ -5,7 +5,7 @@ Trains the clean model first when the attack needs one (trojan, cl), unless
 `--config.attack.clean_model_dir` names a finished `experiments.train` run.
 """
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from experiments import cli
 
@@ -18,6 +18,8 @@ def main(argv):
   cli.run_job(attack.run_attack, _CONFIG.value, _WORKDIR.value,
               overwrite=_OVERWRITE.value, log=logging.info)
 
+
+flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.
 
 if __name__ == '__main__':
   app.run(main)

@@ -7,6 +7,7 @@ SIGINT/SIGTERM (the shell's convention: 130, 143). Set NBAJAX_TRACEBACK=1
 to get the traceback as well.
 """
 
+import importlib
 import logging as std_logging
 import os
 import sys
@@ -50,6 +51,35 @@ def define_run_flags(default_workdir: str | None, *,
                             'Start over in a workdir holding a finished run.')
           if overwrite else None)
   return config, workdir, over
+
+
+def grid_main(job_name: str, example: str) -> Callable[[list[str]], None]:
+  """Flags and `main` of a grid-shaped CLI (reproduce, ablate).
+
+  Defines --config, --workdir (default `runs/reproduce_<data name>`) and
+  --only; `main` runs the function `job_name` names in `nbajax.pipeline`,
+  imported only then so that `--help` stays fast.
+
+  Args:
+    job_name: 'module.function', e.g. 'reproduce.run_grid'.
+    example: an example of --only for its help text.
+
+  Returns:
+    The `main(argv)` to give `absl.app.run`.
+  """
+  config, workdir, _ = define_run_flags(None, overwrite=False)
+  only = flags.DEFINE_string('only', '', f'Filter, e.g. {example!r}.')
+
+  def main(argv: list[str]) -> None:
+    start(argv)
+    module_name, fn_name = job_name.split('.')
+    module = importlib.import_module(f'nbajax.pipeline.{module_name}')
+    cfg = config.value
+    run_job(getattr(module, fn_name), cfg,
+            workdir.value or f'runs/reproduce_{cfg.data.name}',
+            only=only.value, log=logging.info)
+
+  return main
 
 
 def start(argv: list[str]) -> None:

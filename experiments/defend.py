@@ -26,5 +26,7 @@ def main(argv):
               overwrite=_OVERWRITE.value, log=logging.info)
 
 
+flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.
+
 if __name__ == '__main__':
   app.run(main)

@@ -7,24 +7,13 @@
 Resumable: run the same command again after an interruption.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from experiments import cli
 
-# Default workdir: runs/reproduce_<data name>.
-_CONFIG, _WORKDIR, _ = cli.define_run_flags(None, overwrite=False)
-_ONLY = flags.DEFINE_string(
-    'only', '', "Filter, e.g. 'attack=badnets+blend,defense=nba,seed=0'.")
-
-
-def main(argv):
-  cli.start(argv)
-  from nbajax.pipeline import reproduce
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or f'runs/reproduce_{config.data.name}'
-  cli.run_job(reproduce.run_grid, config, workdir, only=_ONLY.value,
-              log=logging.info)
-
+main = cli.grid_main('reproduce.run_grid',
+                     'attack=badnets+blend,defense=nba,seed=0')
+flags.adopt_module_key_flags(cli)  # --help lists --config, --only.
 
 if __name__ == '__main__':
   app.run(main)

@@ -4,7 +4,7 @@ Thin CLI: parses flags, logs the devices, calls `nbajax.pipeline.train`.
 Override any field with `--config.train.epochs=5` and so on.
 """
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from experiments import cli
 
@@ -17,6 +17,8 @@ def main(argv):
   cli.run_job(train.train_clean, _CONFIG.value, _WORKDIR.value,
               overwrite=_OVERWRITE.value, log=logging.info)
 
+
+flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.
 
 if __name__ == '__main__':
   app.run(main)

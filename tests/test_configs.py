@@ -1,14 +1,18 @@
 """Every shipped config loads, passes validation for every job, and says in
-its docstring how to run it."""
+its docstring how to run it; every CLI's --help lists its flags."""
 
 import importlib
+import os
 import pkgutil
+import subprocess
+import sys
 
 import pytest
 
 import experiments.configs
 from nbajax.pipeline import validate
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(m.name for m in pkgutil.iter_modules(
     experiments.configs.__path__) if m.name != 'base')
 
@@ -32,3 +36,18 @@ class TestConfig:
     assert 'python -m experiments.' in module.__doc__
     assert f'experiments/configs/{name}.py' in module.__doc__ or (
         name == 'digits')
+
+
+@pytest.mark.parametrize('job, flags', [
+    ('train', ('--config', '--workdir', '--[no]overwrite')),
+    ('attack', ('--config', '--workdir')),
+    ('defend', ('--config', '--backdoor_dir')),
+    ('reproduce', ('--config', '--workdir', '--only')),
+    ('ablate', ('--config', '--workdir', '--only')),
+])
+def test_cli_help_lists_its_flags(job, flags):
+  proc = subprocess.run([sys.executable, '-m', f'experiments.{job}', '--help'],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+  text = proc.stdout + proc.stderr  # absl's --help exits with 1.
+  for flag in flags:
+    assert f'  {flag}:' in text, (flag, text[-2000:])

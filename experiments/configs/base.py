@@ -136,7 +136,7 @@ def get_config() -> ml_collections.ConfigDict:
 # of the full NBA at a time, then controls.
 ABLATION_ORDER = ('nad', 'nad_channel', 'nad_pseudo', 'full', 'per_sample',
                   'eps8', 'align_clean', 'lam1', 'align_clean_lam1',
-                  'random_noise')
+                  'bn_eval', 'random_noise')
 
 
 def ablation_variants() -> dict[str, dict]:
@@ -155,6 +155,9 @@ def ablation_variants() -> dict[str, dict]:
       'lam1': {'name': 'nba', 'nba': {'lam': 1.0}},
       'align_clean_lam1': {'name': 'nba',
                            'nba': {'align_to': 'clean', 'lam': 1.0}},
+      # The student sees x~ with its running batch-norm statistics, as at
+      # test time, instead of the statistics of the perturbed batch.
+      'bn_eval': {'name': 'nba', 'nba': {'pseudo_bn': 'eval'}},
       # Control: the random start alone, no PGD step.
       'random_noise': {'name': 'nba', 'nba': {'steps': 0}},
   }
