@@ -379,21 +379,20 @@ class ImportTest(_TestCase):
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
-if __name__ == '__main__':
-  absltest.main()
 
 
-class TestTransposedTable:
+class TransposedTableTest(absltest.TestCase):
 
   def test_rows_are_defenses_and_the_mean_is_a_column(self):
     text = report.markdown_table(_grid(), transpose=True, notes=False)
     lines = text.splitlines()
-    assert lines[0].split('|')[1:-1] == [
-        ' ACC / ASR (%) ', '      BadNets ', '        Blend ', '     **Mean** ']
+    self.assertEqual([c.strip() for c in lines[0].split('|')[1:-1]],
+                     ['ACC / ASR (%)', 'BadNets', 'Blend', '**Mean**'])
     rows = {l.split('|')[1].strip(): [c.strip() for c in l.split('|')[2:-1]]
             for l in lines[2:]}
-    assert list(rows) == ['No defense', 'FT', 'NBA']
-    assert rows['NBA'] == ['95.0 / 11.6', '94.4 / 16.6', '94.7 / 14.1']
+    self.assertEqual(list(rows), ['No defense', 'FT', 'NBA'])
+    self.assertEqual(rows['NBA'], ['95.0 / 11.6', '94.4 / 16.6',
+                                   '94.7 / 14.1'])
 
   def test_same_cells_as_the_untransposed_table(self):
     plain = report.markdown_table(_grid(), notes=False).splitlines()
@@ -402,4 +401,55 @@ class TestTransposedTable:
     cell = lambda lines, i, j: lines[i].split('|')[j + 1].strip()
     for i in range(2, len(plain)):
       for j in range(1, 4):
-        assert cell(plain, i, j) == cell(flipped, j + 1, i - 1)
+        self.assertEqual(cell(plain, i, j), cell(flipped, j + 1, i - 1))
+
+
+def _claim_cells(nba=(0.95, 0.05), nad=(0.955, 0.30), ft=(0.96, 0.50),
+                 extra=()):
+  cells = []
+  for attack in ('badnets', 'blend'):
+    cells += [_cell(attack, 'none', 0.96, 1.0), _cell(attack, 'nba', *nba),
+              _cell(attack, 'nad', *nad), _cell(attack, 'ft', *ft)]
+  return cells + list(extra)
+
+
+class CheckClaimTest(absltest.TestCase):
+
+  def test_lower_asr_within_one_point_holds(self):
+    check = report.check_claim(_claim_cells())
+    self.assertTrue(check.holds)
+    self.assertEqual(check.attacks, ('badnets', 'blend'))
+    self.assertIn('mean ASR 5.0 vs 30.0 %, extra ACC loss +0.5 points',
+                  check.lines[1])
+
+  def test_more_than_one_point_of_accuracy_fails(self):
+    check = report.check_claim(_claim_cells(ft=(0.962, 0.5)))
+    self.assertFalse(check.holds)
+    self.assertIn('nba vs ft', check.lines[2])
+    self.assertIn('not beaten', check.lines[2])
+    self.assertIn('beaten', check.lines[1])
+
+  def test_equal_asr_is_not_lower(self):
+    self.assertFalse(report.check_claim(_claim_cells(nad=(0.95, 0.05))).holds)
+
+  def test_attacks_that_did_not_implant_are_left_out(self):
+    weak = [_cell('wanet', 'none', 0.96, 0.08), _cell('wanet', 'nba', 0.5, 0.9),
+            _cell('wanet', 'nad', 0.96, 0.0), _cell('wanet', 'ft', 0.96, 0.0)]
+    check = report.check_claim(_claim_cells(extra=weak))
+    self.assertTrue(check.holds)
+    self.assertNotIn('wanet', check.attacks)
+
+  def test_without_a_baseline_it_is_not_checkable(self):
+    cells = [c for c in _claim_cells() if c['defense'] != 'nad']
+    check = report.check_claim(cells)
+    self.assertIsNone(check.holds)
+    self.assertIn('not checkable', check.lines[0])
+
+  def test_results_md_has_the_claim_only_with_all_defenses(self):
+    self.assertIn('## The NBA claim\n\n**Claim holds**',
+                  report.results_markdown(_claim_cells()))
+    self.assertNotIn('NBA claim', report.results_markdown(_grid()))
+
+
+if __name__ == '__main__':
+  absltest.main()

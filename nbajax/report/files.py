@@ -12,6 +12,7 @@ import tempfile
 from typing import Any, BinaryIO
 
 from nbajax.report import cells as cells_lib
+from nbajax.report import claim
 from nbajax.report import tables
 
 RESULTS_JSON = 'results.json'
@@ -116,6 +117,9 @@ def results_markdown(cells: Iterable[Mapping[str, Any]], *, title: str = '',
     for seed in seeds:
       lines += _section([c for c in cells if c.get('seed') == seed],
                         f', seed {seed}', spread=spread)
+  present = set(cells_lib.defense_order(cells))
+  if {'none', 'nba', 'nad', 'ft'} <= present:
+    lines += ['## The NBA claim', '', *claim.check_claim(cells).lines, '']
   return '\n'.join(lines) + '\n' + LEGEND
 
 
