@@ -44,6 +44,7 @@ class TestConfig:
     ('defend', ('--config', '--backdoor_dir')),
     ('reproduce', ('--config', '--workdir', '--only')),
     ('ablate', ('--config', '--workdir', '--only')),
+    ('probe', ('--config', '--backdoor_dir', '--eps_255', '--steps')),
 ])
 def test_cli_help_lists_its_flags(job, flags):
   proc = subprocess.run([sys.executable, '-m', f'experiments.{job}', '--help'],

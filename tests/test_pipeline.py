@@ -24,6 +24,10 @@ CONFIG = os.path.join('experiments', 'configs', 'digits.py')
 TINY = {
     'train': ['--config.train.epochs=1'],
     'attack': ['--config.train.epochs=1'],
+    'probe': ['--config.defense.teacher.epochs=1',
+              '--config.defense.teacher.batch_size=16',
+              '--config.defense.clean_fraction=0.1',
+              '--eps_255=0,32', '--steps=0,2', '--images=64'],
     'defend': ['--config.defense.name=nba', '--config.defense.epochs=1',
                '--config.defense.teacher.epochs=1',
                '--config.defense.batch_size=16',
@@ -181,6 +185,31 @@ class TestDefendCli:
     assert os.path.join(str(empty), 'results.json') in proc.stderr, (
         proc.stderr[-2000:])
     assert not (tmp_path / 'out' / 'results.json').exists()
+
+
+class TestProbeCli:
+
+  def test_rates_per_radius_and_steps(self, attack_dir, tmp_path):
+    out = tmp_path / 'probe'
+    _ok(_cli('probe', out, f'--backdoor_dir={attack_dir}'))
+    with open(out / 'probe.json') as f:
+      rows = json.load(f)
+    assert [(r['eps'], r['steps']) for r in rows] == [
+        (None, None), (0.0, 0), (0.0, 2), (32 / 255, 0), (32 / 255, 2)]
+    for r in rows:
+      assert _is_fraction(r['student_target'])
+      assert _is_fraction(r['teacher_target'])
+    # A zero radius leaves nothing to perturb: PGD steps change nothing.
+    assert rows[1] == {**rows[2], 'steps': 0}
+    assert rows[4]['distance'] > rows[3]['distance']  # Ascent.
+    assert '| universal ε 32/255, K 2 |' in (out / 'probe.md').read_text()
+
+  def test_bad_steps_fail_before_any_work(self, attack_dir, tmp_path):
+    proc = _cli('probe', tmp_path / 'p', f'--backdoor_dir={attack_dir}',
+                '--steps=0,-1')
+    assert proc.returncode == 2
+    assert 'steps non-negative ints' in proc.stderr
+    assert not (tmp_path / 'p').exists()
 
 
 class TestLoadBackdoor:

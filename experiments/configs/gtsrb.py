@@ -22,6 +22,13 @@ machine XLA:CPU aborted after a cross-device all-reduce waited 40 s.
 
   python -m experiments.reproduce --config experiments/configs/gtsrb.py \
       --workdir runs/gtsrb
+
+The NBA ablation (config.ablation: 11 variants on BadNets and Blend, using
+the grid's backdoored models and teachers; ~3 min per NBA run alone on 2
+cores, ~1 h in all):
+
+  python -m experiments.ablate --config experiments/configs/gtsrb.py \
+      --workdir runs/gtsrb
 """
 
 import ml_collections

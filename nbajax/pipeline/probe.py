@@ -1,0 +1,154 @@
+"""Probe NBA's pseudo samples: do they expose the backdoor, and does the
+teacher share it?
+
+For a backdoored model (the student before defense) and its teacher, crafts
+pseudo samples from clean-subset images with `config.defense.nba`'s
+generator at several radii and step counts, and measures how often each
+model sends them to the attack's target (over images whose label is not the
+target, as ASR is measured). A backdoor the generator finds shows as a
+student rate far above the random-start (K = 0) rate; a teacher rate as high
+means that aligning the student to the teacher *on the pseudo sample*
+(`align_to='pseudo'`) cannot remove it.
+"""
+
+import functools
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nbajax import generator, losses
+from nbajax.defenses.base import layer_betas
+from nbajax.defenses.nba import behavior_weights
+from nbajax.pipeline import common
+from nbajax.pipeline import defend as defend_job
+from nbajax.report import tables
+from nbajax.report import files as report_files
+
+
+def _attack_targets(y: np.ndarray, spec: dict[str, Any],
+                    num_classes: int) -> np.ndarray:
+  """The label the attack wants for each true label `y`."""
+  if spec['mode'] == 'all-to-all':
+    return (y + 1) % num_classes
+  return np.full_like(y, int(spec['target']))
+
+
+def _rates(fn: Callable, x: jax.Array, want: jax.Array) -> float:
+  """Fraction of `x` that `fn` classifies as `want`."""
+  return float(jnp.mean(jnp.argmax(fn(x)[0], -1) == want))
+
+
+def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
+                         backdoor_dir: str, workdir: str | None = None,
+                         eps: Sequence[float] = (0.0, 8 / 255, 16 / 255),
+                         steps: Sequence[int] = (0, 3), images: int = 256,
+                         batch_size: int = 64,
+                         log: Callable[[str], None] | None = None
+                         ) -> list[dict[str, Any]]:
+  """Target rates of student and teacher on pseudo samples.
+
+  Args:
+    config: config whose `defense` (generator, teacher, clean subset) and
+      `seed` are used; data, model and attack come from the backdoor run.
+    backdoor_dir: a finished `experiments.attack` workdir.
+    workdir: if given, probe.json and probe.md are written there.
+    eps: L-inf radii to try (fractions of the [0, 1] range).
+    steps: PGD step counts K to try (0: the random start alone).
+    images: how many non-target clean-subset images to use (at most).
+    batch_size: images per crafted batch (a universal delta is per batch).
+    log: progress sink.
+
+  Returns:
+    One row per (eps, steps): `eps`, `steps`, `mode`, `images`,
+    `student_target`, `teacher_target` (fractions) and `distance` (the
+    generator's objective, mean over batches); first a row with `eps` None
+    for the attack's own triggered test images.
+
+  Raises:
+    ValueError: for a bad `defense.nba` field, no non-target image, or an
+      empty `eps` / `steps`.
+  """
+  if not eps or not steps:
+    raise ValueError('eps and steps need at least one value each')
+  if any(not e >= 0 for e in eps) or any(
+      isinstance(k, bool) or int(k) != k or k < 0 for k in steps):
+    raise ValueError(f'eps must be >= 0 and steps non-negative ints, got '
+                     f'eps {tuple(eps)}, steps {tuple(steps)}')
+  log = log or common.logger('probe')
+  nba = config.defense.nba
+  setup = defend_job.DefenseSetup(config, backdoor_dir, log)
+  teacher = setup.teacher()
+  apply = setup.model.apply
+  student_fn = lambda z: apply(setup.variables, z, train=False)
+  teacher_fn = lambda z: apply(teacher, z, train=False)
+  x_all = setup.dataset.x_train[setup.idx]
+  y_all = setup.dataset.y_train[setup.idx]
+  want_all = _attack_targets(y_all, setup.spec, setup.dataset.num_classes)
+  keep = np.flatnonzero(y_all != want_all)[:images]
+  if not len(keep):
+    raise ValueError('the clean subset has no image outside the target class')
+  x = jnp.asarray(x_all[keep], jnp.float32) / 255.0
+  want = jnp.asarray(want_all[keep])
+  trig = jnp.asarray(setup.sets.x_trig[:images], jnp.float32) / 255.0
+  trig_want = jnp.asarray(setup.sets.y_attack[:images])
+  rows = [{'eps': None, 'steps': None, 'mode': 'triggered test images',
+           'images': int(trig.shape[0]),
+           'student_target': _rates(student_fn, trig, trig_want),
+           'teacher_target': _rates(teacher_fn, trig, trig_want),
+           'distance': None}]
+  distance = functools.partial(
+      losses.behavior_loss, betas=layer_betas(nba, setup.model_name),
+      weights=behavior_weights(nba), p=float(nba.p))
+  for e in eps:
+    for k in steps:
+      craft = jax.jit(functools.partial(
+          generator.craft_pseudo_samples, student_fn, teacher_fn,
+          eps=float(e), steps=int(k), alpha=float(nba.alpha) or None,
+          mode=nba.mode, target=nba.generator_target,
+          random_start=bool(nba.random_start), distance_fn=distance))
+      s_hits = t_hits = dist = 0.0
+      for i in range(0, x.shape[0], batch_size):
+        xb = x[i:i + batch_size]
+        xp = craft(xb, jax.random.fold_in(jax.random.key(config.seed), i))
+        n = xb.shape[0]
+        s_hits += n * _rates(student_fn, xp, want[i:i + batch_size])
+        t_hits += n * _rates(teacher_fn, xp, want[i:i + batch_size])
+        dist += n * float(distance(student_fn(xp)[1], teacher_fn(xb)[1]))
+      n = x.shape[0]
+      rows.append({'eps': float(e), 'steps': int(k), 'mode': nba.mode,
+                   'images': int(n), 'student_target': s_hits / n,
+                   'teacher_target': t_hits / n, 'distance': dist / n})
+      log(f'eps {255 * e:.0f}/255 K {k}: student -> target '
+          f'{100 * rows[-1]["student_target"]:.1f} %, teacher -> target '
+          f'{100 * rows[-1]["teacher_target"]:.1f} %')
+  if workdir:
+    _write(rows, workdir, attack=setup.spec['attack']['name'])
+  log('\n' + probe_table(rows))
+  return rows
+
+
+def probe_table(rows: Sequence[dict[str, Any]]) -> str:
+  """Markdown table of `probe_pseudo_samples` rows (rates in %)."""
+  lines = ['| input | images | student -> target | teacher -> target | '
+           'distance |', '|:--|--:|--:|--:|--:|']
+  for r in rows:
+    name = (r['mode'] if r['eps'] is None else
+            f'{r["mode"]} ε {255 * r["eps"]:.0f}/255, K {r["steps"]}')
+    dist = tables.MISSING if r['distance'] is None else f'{r["distance"]:.3f}'
+    lines.append(f'| {name} | {r["images"]} | '
+                 f'{100 * r["student_target"]:.1f} | '
+                 f'{100 * r["teacher_target"]:.1f} | {dist} |')
+  return '\n'.join(lines)
+
+
+def _write(rows, workdir: str, *, attack: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  common.write_json(os.path.join(workdir, 'probe.json'), rows)
+  report_files.write_text_atomic(
+      os.path.join(workdir, 'probe.md'),
+      f'# Pseudo samples on {attack}: fraction sent to the target (%)\n\n'
+      + probe_table(rows) + '\n')
