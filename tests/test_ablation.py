@@ -61,6 +61,19 @@ class TestVariantConfig:
       ablation.variant_config(cfg, 'bad')
 
 
+class TestReportName:
+
+  @pytest.mark.parametrize('name', ['', '../x', 'a/b', '.hidden'])
+  def test_only_plain_file_names(self, tmp_path, name):
+    cfg = _cell_config(tmp_path)
+    cfg.ablation.report = name
+    with pytest.raises(ValueError, match='config.ablation.report'):
+      ablation.report_name(cfg.ablation)
+
+  def test_default(self, tmp_path):
+    assert ablation.report_name(_cell_config(tmp_path).ablation) == 'ablation'
+
+
 class TestVariantDir:
 
   def test_a_variant_equal_to_a_grid_defense_is_that_grid_cell(
@@ -118,6 +131,13 @@ def test_ablate_cli_runs_reuses_and_reports(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'epoch 1/1' not in again.stderr
   assert own_cell.read_bytes() == before
+
+  named = _ablate(tmp_path, '--config.ablation.report=noise_only',
+                  '--only=variant=random_noise')
+  assert named.returncode == 0, named.stderr[-3000:]
+  with open(tmp_path / 'noise_only.json') as f:
+    assert [c['defense'] for c in json.load(f)] == ['none', 'random_noise']
+  assert (tmp_path / 'ablation.json').exists()  # The full report stays.
 
   bad = _ablate(tmp_path, '--only=variant=nope')
   assert bad.returncode == 2

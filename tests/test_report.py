@@ -284,6 +284,46 @@ class WriteResultsTest(_TestCase):
                           ['results.json', 'results.csv', 'results.md'])
 
 
+class MergeCliTest(_TestCase):
+
+  def _write(self, name, cells):
+    path = os.path.join(self._tempdir(), name)
+    with open(path, 'w') as f:
+      json.dump(cells, f)
+    return path
+
+  def _run(self, *args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      code = report_cli.main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+  def test_equal_repeats_are_kept_once_and_the_claim_is_checked(self):
+    cells = _claim_cells()
+    variant = [dict(c, defense='nba2') for c in cells if c['defense'] == 'nba']
+    first = self._write('a.json', cells)
+    second = self._write('b.json', [c for c in cells
+                                    if c['defense'] == 'none'] + variant)
+    code, out, _ = self._run(first, second, '--claim', 'nba2')
+    self.assertEqual(code, 0)
+    header = [c.strip() for c in out.splitlines()[0].split('|')[1:-1]]
+    self.assertEqual(header[-2:], ['NBA', 'nba2'])  # 'none' once, no error.
+    self.assertIn('**Claim holds** (nba2 leaves', out)
+
+  def test_conflicting_repeats_are_refused(self):
+    cells = _claim_cells()
+    changed = [dict(cells[1], asr=0.5)]
+    code, _, err = self._run(self._write('a.json', cells),
+                             self._write('b.json', changed))
+    self.assertEqual(code, 2)
+    self.assertIn("('badnets', 'nba', 0) differs", err)
+
+  def test_a_missing_file_is_a_clear_error(self):
+    code, _, err = self._run('/nonexistent/results.json')
+    self.assertEqual(code, 2)
+    self.assertIn('No such file', err)
+
+
 class PlotTest(_TestCase):
 
   def setUp(self):

@@ -129,6 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.ablation.seeds = (0,)
   c.ablation.run = ABLATION_ORDER
   c.ablation.variants = ml_collections.ConfigDict(ablation_variants())
+  c.ablation.report = 'ablation'  # Report files: <report>.{md,json,png}.
   return c
 
 

@@ -9,7 +9,8 @@ changes. Layout, inside a grid workdir (see `nbajax.pipeline.reproduce`):
 
     workdir/seed<s>/<attack>/backdoor/               shared with the grid
     workdir/ablation/<variant>/seed<s>/<attack>/     one variant's run
-    workdir/ablation.{json,md}, ablation.png         the report
+    workdir/<report>.{json,md,png}                   the report
+                                   (`config.ablation.report`, 'ablation')
 
 A variant whose defense config equals the grid's config of that defense
 (e.g. 'nba' with no changes) is the grid's cell: it reuses (or fills)
@@ -75,6 +76,19 @@ def variant_config(cell_config: ml_collections.ConfigDict, variant: str
   return c
 
 
+def report_name(ablation_cfg: ml_collections.ConfigDict) -> str:
+  """`config.ablation.report`, checked to be a plain file name.
+
+  Raises:
+    ValueError: for an empty name, a folder in it or a leading dot.
+  """
+  name = str(ablation_cfg.get('report', 'ablation'))
+  if not name or os.path.basename(name) != name or name.startswith('.'):
+    raise ValueError(f'config.ablation.report must be a plain file name '
+                     f'(no folder), got {name!r}')
+  return name
+
+
 def variant_dir(workdir: str, cell_config: ml_collections.ConfigDict,
                 vcfg: ml_collections.ConfigDict, *, variant: str, seed: int,
                 attack: str) -> str:
@@ -110,6 +124,7 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
   log = log or common.logger('ablation')
   a = config.ablation
   only_sets = reproduce.parse_only(only, keys=ONLY_KEYS)
+  name = report_name(a)
   for variant in a.run:  # Every listed variant must build, before any run.
     variant_config(config, variant)
   plan = [(int(s), att, v) for s in a.seeds for att in a.attacks
@@ -147,25 +162,25 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
                                  seed=seed)
     cell['variant'] = common.to_dict(a.variants[variant])
     cells.append(cell)
-  write_ablation_report(cells, workdir, title=(
-      f'NBA ablation, {config.data.name} / {config.model.name}'), log=log)
+  write_ablation_report(cells, workdir, name=name,
+                        title=(f'NBA ablation, {config.data.name} / '
+                               f'{config.model.name}'), log=log)
   return cells
 
 
 def write_ablation_report(cells: list[dict[str, Any]], workdir: str, *,
-                          title: str, log: Callable[[str], None]) -> None:
-  """ablation.json, ablation.md (rows variants) and ablation.png."""
+                          name: str, title: str,
+                          log: Callable[[str], None]) -> None:
+  """<name>.json, <name>.md (rows variants) and <name>.png in `workdir`."""
   table = report.markdown_table(cells, transpose=True, mean_row=True)
   changes = ['| variant | changes of `config.defense` |', '|:--|:--|']
-  for name, variant in dict((c['defense'], c['variant'])
+  for label, variant in dict((c['defense'], c['variant'])
                             for c in cells if c['defense'] != 'none').items():
-    changes.append(f'| {name} | `{variant}` |')
+    changes.append(f'| {label} | `{variant}` |')
   text = '\n'.join([f'# {title}', '', table, '', *changes]) + '\n'
-  report_files.write_text_atomic(os.path.join(workdir, 'ablation.md'), text)
-  report_files.write_text_atomic(os.path.join(workdir, 'ablation.json'),
-                                 report.json_text(cells))
-  report.plot_acc_vs_asr(cells, os.path.join(workdir, 'ablation.png'),
-                         title=title)
+  path = os.path.join(workdir, name)
+  report_files.write_text_atomic(f'{path}.md', text)
+  report_files.write_text_atomic(f'{path}.json', report.json_text(cells))
+  report.plot_acc_vs_asr(cells, f'{path}.png', title=title)
   log('\n' + table)
-  log(f'ablation report in {workdir}: ablation.md, ablation.json, '
-      'ablation.png')
+  log(f'ablation report in {workdir}: {name}.md, {name}.json, {name}.png')
