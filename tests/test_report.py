@@ -459,7 +459,7 @@ class CheckClaimTest(absltest.TestCase):
     check = report.check_claim(_claim_cells())
     self.assertTrue(check.holds)
     self.assertEqual(check.attacks, ('badnets', 'blend'))
-    self.assertIn('mean ASR 5.0 vs 30.0 %, extra ACC loss +0.5 points',
+    self.assertIn('mean ASR 5.0 vs 30.0 %, extra ACC loss +0.50 points',
                   check.lines[1])
 
   def test_more_than_one_point_of_accuracy_fails(self):

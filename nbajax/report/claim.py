@@ -78,8 +78,8 @@ def check_claim(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
     holds = holds and ok
     lines.append(
         f'- {method} vs {b}: mean ASR {100 * m_asr:.1f} vs '
-        f'{100 * b_asr:.1f} %, extra ACC loss {100 * extra:+.1f} points '
-        f'(allowed {100 * max_extra_acc_loss:.1f}): '
+        f'{100 * b_asr:.1f} %, extra ACC loss {100 * extra:+.2f} points '
+        f'(allowed {100 * max_extra_acc_loss:.2f}): '
         f'{"beaten" if ok else "not beaten"}')
   verdict = (f'**Claim {"holds" if holds else "does not hold"}** '
              f'({method} leaves a lower mean ASR than '
