@@ -137,7 +137,7 @@ def get_config() -> ml_collections.ConfigDict:
 # of the full NBA at a time, then controls.
 ABLATION_ORDER = ('nad', 'nad_channel', 'nad_pseudo', 'full', 'per_sample',
                   'eps8', 'align_clean', 'lam1', 'align_clean_lam1',
-                  'align_clean_step', 'random_noise')
+                  'align_clean_step', 'random_noise', 'align_clean_noise')
 
 
 def ablation_variants() -> dict[str, dict]:
@@ -164,6 +164,8 @@ def ablation_variants() -> dict[str, dict]:
       # Not in the measured run order: the student sees x~ with its running
       # batch-norm statistics (as at test time), not the perturbed batch's.
       'bn_eval': {'name': 'nba', 'nba': {'pseudo_bn': 'eval'}},
-      # Control: the random start alone, no PGD step.
+      # Controls: the random start alone, no PGD step.
       'random_noise': {'name': 'nba', 'nba': {'steps': 0}},
+      'align_clean_noise': {'name': 'nba',
+                            'nba': {'align_to': 'clean', 'steps': 0}},
   }
