@@ -16,7 +16,8 @@ Train a clean model (2-core CPU: ~75 s an epoch, plus ~10 s of evaluation):
       --workdir runs/gtsrb_clean
 
 The grid (2-core CPU: ~8 min per backdoored model, ~15 min for one attack's
-five defenses; about 3 h for all seven attacks). Keep one CPU device for long
+five defenses; measured: 266 min summed over all runs of the seven attacks
+with the CPU shared by other jobs). Keep one CPU device for long
 runs: with `--xla_force_host_platform_device_count=2` on a busy 2-core
 machine XLA:CPU aborted after a cross-device all-reduce waited 40 s.
 
