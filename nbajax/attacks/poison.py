@@ -99,9 +99,10 @@ def select_poison_indices(y: np.ndarray, *, clean_label: bool, rate: float,
   return np.sort(candidates[pick]).astype(np.int32)
 
 
-def _attack_labels(y: np.ndarray, *, target: int, mode: str,
-                   num_classes: int) -> np.ndarray:
-  """Labels the backdoor should produce: target, or (y + 1) % K."""
+def attack_labels(y: np.ndarray, *, target: int, mode: str,
+                  num_classes: int) -> np.ndarray:
+  """Labels the backdoor should produce for true labels `y` [N]: `target`
+  (all-to-one) or (y + 1) % K (all-to-all); int32 [N]."""
   if mode == 'all-to-all':
     return ((y + 1) % num_classes).astype(np.int32)
   return np.full(y.shape, target, np.int32)
@@ -145,8 +146,8 @@ def poison_dataset(x: np.ndarray, y: np.ndarray, attack: base.Attack, *,
   x_out[idx] = base.to_uint8(attack.poison(base.to_float(x[idx]), y[idx],
                                            seed=seed, clean_fn=clean_fn))
   if not attack.clean_label:
-    y_out[idx] = _attack_labels(y[idx], target=target, mode=mode,
-                                num_classes=k)
+    y_out[idx] = attack_labels(y[idx], target=target, mode=mode,
+                               num_classes=k)
   cross = _select_cross(len(y), idx, attack.num_cross(len(idx)), seed)
   if len(cross):
     x_out[cross] = base.to_uint8(attack.cross(base.to_float(x[cross]),
@@ -192,15 +193,23 @@ def triggered_test_set(x: np.ndarray, y: np.ndarray, attack: base.Attack, *,
   if mode == 'all-to-all' and num_classes is None:
     raise ValueError("mode='all-to-all' needs num_classes")
   k = _check_setup(y, target=target, mode=mode, num_classes=num_classes)
-  keep = np.arange(len(y)) if mode == 'all-to-all' else np.flatnonzero(
-      y != target)
+  keep = triggered_indices(y, target=target, mode=mode)
   parts = [base.to_uint8(attack.apply(base.to_float(x[keep[i:i + batch_size]])))
            for i in range(0, len(keep), batch_size)]
   x_trig = (np.concatenate(parts) if parts else
             np.zeros((0,) + x.shape[1:], np.uint8))
   y_true = y[keep]
-  return x_trig, y_true, _attack_labels(y_true, target=target, mode=mode,
-                                        num_classes=k)
+  return x_trig, y_true, attack_labels(y_true, target=target, mode=mode,
+                                       num_classes=k)
+
+
+def triggered_indices(y: np.ndarray, *, target: int,
+                      mode: str) -> np.ndarray:
+  """Indices of the images that count for ASR: all (all-to-all) or those
+  whose label is not `target`, in order; the order of `triggered_test_set`.
+  """
+  return (np.arange(len(y)) if mode == 'all-to-all' else
+          np.flatnonzero(np.asarray(y) != target))
 
 
 def indices_hash(indices: np.ndarray) -> str:

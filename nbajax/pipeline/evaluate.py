@@ -45,9 +45,8 @@ def make_eval_sets(dataset, attack=None, *, target: int = 0,
   x_trig, y_true, y_attack = poison.triggered_test_set(
       dataset.x_test, dataset.y_test, attack, target=target, mode=mode,
       num_classes=dataset.num_classes)
-  # triggered_test_set keeps the images in this order (all, or non-target).
-  trig_index = (np.arange(len(dataset.y_test)) if mode == 'all-to-all' else
-                np.flatnonzero(dataset.y_test != target))
+  trig_index = poison.triggered_indices(dataset.y_test, target=target,
+                                        mode=mode)
   return EvalSets(dataset.x_test, dataset.y_test,
                   None if mode == 'all-to-all' else target, x_trig, y_true,
                   y_attack, trig_index)

@@ -21,20 +21,13 @@ import ml_collections
 import numpy as np
 
 from nbajax import generator, losses
+from nbajax.attacks import poison
 from nbajax.defenses.base import layer_betas
 from nbajax.defenses.nba import behavior_weights
 from nbajax.pipeline import common
 from nbajax.pipeline import defend as defend_job
 from nbajax.report import tables
 from nbajax.report import files as report_files
-
-
-def _attack_targets(y: np.ndarray, spec: dict[str, Any],
-                    num_classes: int) -> np.ndarray:
-  """The label the attack wants for each true label `y`."""
-  if spec['mode'] == 'all-to-all':
-    return (y + 1) % num_classes
-  return np.full_like(y, int(spec['target']))
 
 
 def _rates(fn: Callable, x: jax.Array, want: jax.Array) -> float:
@@ -87,7 +80,9 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
   teacher_fn = lambda z: apply(teacher, z, train=False)
   x_all = setup.dataset.x_train[setup.idx]
   y_all = setup.dataset.y_train[setup.idx]
-  want_all = _attack_targets(y_all, setup.spec, setup.dataset.num_classes)
+  want_all = poison.attack_labels(
+      y_all, target=int(setup.spec['target']), mode=setup.spec['mode'],
+      num_classes=setup.dataset.num_classes)
   keep = np.flatnonzero(y_all != want_all)[:images]
   if not len(keep):
     raise ValueError('the clean subset has no image outside the target class')
