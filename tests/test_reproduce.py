@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from nbajax.checkpoint import Checkpointer
 from nbajax.pipeline import reproduce
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,5 +73,9 @@ def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):
   assert _cells(cut) == _cells(full)
   assert set(_cells(full)) == {('badnets', 'none'), ('badnets', 'ft'),
                                ('badnets', 'fp')}
+  # FP shares FT's DefenseSetup; its checkpoints record FP's own config.
+  meta = Checkpointer(str(full / 'seed0' / 'badnets' / 'fp' /
+                          'checkpoints')).restore_meta()
+  assert meta['config']['defense']['name'] == 'fp'
   for name in ('results.md', 'results.csv', 'acc_vs_asr.png'):
     assert (cut / name).stat().st_size > 0

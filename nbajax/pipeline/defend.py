@@ -50,6 +50,11 @@ def clean_subset(dataset, cfg: ml_collections.ConfigDict) -> np.ndarray:
                               seed=int(cfg.clean_seed))
 
 
+# Defense fields a DefenseSetup is built from: runs that share one must agree
+# on them (the clean subset and the teacher).
+SHARED_FIELDS = ('clean_fraction', 'clean_seed', 'teacher')
+
+
 class DefenseSetup:
   """Everything one backdoored model's defenses share (built once).
 
@@ -91,6 +96,13 @@ class DefenseSetup:
   def model_name(self) -> str:
     return self.config.model.name
 
+  def serves(self, config: ml_collections.ConfigDict) -> bool:
+    """Whether a defense of `config` has this clean subset and teacher."""
+    mine, theirs = self.config.defense, config.defense
+    return all(common.to_dict(mine.get(k)) == common.to_dict(theirs.get(k))
+               for k in SHARED_FIELDS) and self.eval_bs == int(
+                   config.get('eval_batch_size', 512))
+
   def subset_meta(self) -> dict[str, Any]:
     return {'fraction': float(self.config.defense.clean_fraction),
             'seed': int(self.config.defense.clean_seed),
@@ -98,9 +110,17 @@ class DefenseSetup:
             'indices_sha256': poison.indices_hash(self.idx)}
 
   def context(self, *, name: str, workdir: str, key_seed: int,
-              teacher=None, fp: str, role: str) -> defenses.DefenseContext:
+              teacher=None, fp: str, role: str,
+              defense: ml_collections.ConfigDict | None = None
+              ) -> defenses.DefenseContext:
+    """The DefenseContext of one run; `defense` (default the setup's) is
+    the defense config its checkpoints record."""
+    config = self.config
+    if defense is not None:
+      config = ml_collections.ConfigDict(config.to_dict())
+      config.defense = defense
     meta = common.base_meta(
-        config=self.config, dataset=self.dataset, model_name=self.model_name,
+        config=config, dataset=self.dataset, model_name=self.model_name,
         role=role, fingerprint_=fp,
         extra={'attack': self.spec, 'defense': name,
                'clean_subset': self.subset_meta(),
@@ -164,7 +184,8 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
       `backdoor_dir`, keyed by the teacher settings).
     overwrite: start over in a workdir holding a finished run.
     log: progress sink.
-    setup: a prepared DefenseSetup to share between defenses.
+    setup: a prepared DefenseSetup to share between defenses; one built
+      for another clean subset or teacher (`SHARED_FIELDS`) is not used.
 
   Returns:
     results dict (also `workdir/results.json`): `before` and `after`
@@ -182,12 +203,13 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
   if done is not None:
     return done
   t0 = time.time()
-  setup = setup or DefenseSetup(config, backdoor_dir, log)
+  if setup is None or not setup.serves(config):
+    setup = DefenseSetup(config, backdoor_dir, log)
   teacher = (setup.teacher(teacher_dir)
              if name in defenses.NEEDS_TEACHER else None)
   ctx = setup.context(name=name, workdir=workdir,
                       key_seed=int(config.seed) + 2, teacher=teacher, fp=fp,
-                      role='defended')
+                      role='defended', defense=config.defense)
   variables, history = defend(ctx, config.defense)
   after = evaluate.evaluate(setup.model.apply, variables, setup.sets,
                             batch_size=setup.eval_bs)
