@@ -6,7 +6,7 @@ ascent steps (projected gradient descent, Madry et al. 2018, arXiv
 distance between the student's behavior on `x~` and the teacher's benign
 behavior: the inputs where the student still behaves like the backdoored
 model ([NBA], Ying & Wu 2023, arXiv 2406.10846; the formulation is ours,
-see DESIGN.md).
+see docs/design.md §7).
 
 The functions are pure and jit-able; the module imports only JAX, so the
 generator can be called from any JAX training step. Models enter as
@@ -129,7 +129,7 @@ def craft_pseudo_samples(
     target: teacher input, `'clean'` (x) or `'pseudo'` (x + delta).
     random_start: start uniform in the ball (else at 0).
     unroll: run the K steps as an unrolled Python loop (fast on XLA:CPU,
-      where a conv inside a while loop is ~17x slower, DESIGN.md); False
+      where a conv inside a while loop is ~17x slower, docs/design.md §8); False
       uses `lax.fori_loop` (smaller program, for GPU/TPU).
     axis_name: under `shard_map`/`vmap` with this batch axis, a universal
       delta's gradient is summed over it, so every shard shares one delta

@@ -16,7 +16,7 @@ References:
   [NBA] Ying & Wu, "NBA: defensive distillation for backdoor removal via
         neural behavior alignment", Cybersecurity 2023, arXiv 2406.10846.
         The paper's body is not available; the behavior kinds and the
-        student loss below are our formulation (see DESIGN.md).
+        student loss below are our formulation (see docs/design.md §7).
   [KD]  Hinton et al., "Distilling the Knowledge in a Neural Network",
         arXiv 1503.02531.
 """
@@ -318,7 +318,7 @@ def behavior_distance(
   Args:
     student_feature: `[B, H, W, C]`.
     teacher_feature: `[B, H, W, C]`.
-    weights: kind (see `behavior`) -> weight. DESIGN.md suggests
+    weights: kind (see `behavior`) -> weight. docs/design.md §7 suggests
       `{'spatial': 1.0, 'channel': 0.2}`: the channel term is ~5x larger.
     p: power for `'spatial'` and `'channel'`.
 
@@ -407,7 +407,7 @@ def nba_loss(
     pseudo_betas: Mapping[str, float] | None = None,
     p: float = 2.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The student loss of our NBA formulation (DESIGN.md), from outputs.
+  """The student loss of our NBA formulation (docs/design.md §7), from outputs.
 
       loss = CE(S(x), y) + behavior_loss(S(x), T(x))
            + gamma * behavior_loss(S(x~), T(target))

@@ -1,6 +1,6 @@
 """ACC, ASR, RA and DER, accumulated as sums and counts.
 
-Protocol (DESIGN.md, "Evaluation protocol"):
+Protocol (docs/design.md §5):
 
 * ACC: accuracy on the whole clean test set; `acc_nontarget`: on the clean
   images whose label != target (the number the NAD code prints);
@@ -134,7 +134,7 @@ def finalize(counts: Mapping[str, jax.Array | int]) -> dict[str, float]:
 
 
 def der(before: Mapping[str, float], after: Mapping[str, float]) -> float:
-  """Defense effectiveness rating, DER (formula of DESIGN.md).
+  """Defense effectiveness rating, DER (formula of docs/design.md §5).
 
   Args:
     before: {'acc', 'asr'} of the backdoored model, fractions in [0, 1].

@@ -111,7 +111,7 @@ class TestDer:
       metrics.der({'acc': 85.6, 'asr': 100.0}, {'acc': 82.1, 'asr': 3.6})
 
   def test_nad_table_numbers(self):
-    # NAD, CIFAR-10 BadNets (DESIGN.md): 85.65/100 -> 82.12/3.57.
+    # NAD, CIFAR-10 BadNets (docs/design.md §6): 85.65/100 -> 82.12/3.57.
     got = metrics.der({'acc': 0.8565, 'asr': 1.0},
                       {'acc': 0.8212, 'asr': 0.0357})
     assert got == pytest.approx((0.9643 - 0.0353 + 1) / 2)

@@ -90,7 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.defense.nad.betas = (500.0, 1000.0, 1000.0)
   c.defense.nad.p = 2.0
 
-  # Our formulation of NBA (DESIGN.md); every choice is a field.
+  # Our formulation of NBA (docs/design.md §7); every choice is a field.
   c.defense.nba = ml_collections.ConfigDict()
   c.defense.nba.layers = ()
   c.defense.nba.betas = (500.0, 1000.0, 1000.0)

@@ -3,7 +3,7 @@
 The data file lives beside the project (`../shared/data/gtsrb32.npz`, see
 its README); point `--config.data.path` elsewhere on your machine.
 
-Settings of DESIGN.md's first measurement: 10 % poisoning to class 1,
+Settings of our first GTSRB measurement (docs/design.md §7): 10 % poisoning to class 1,
 5 training epochs; clean subset 5 % (1,254 images); teacher = 10 epochs of
 fine-tuning; every defense 20 epochs of SGD Nesterov at a constant lr 0.01
 (NAD's published 0.1 start collapsed ACC to 20-38 % here), wd 1e-4, batch 64;

@@ -68,7 +68,7 @@ def pgd_hard_examples(clean_fn: base.CleanFn, x: np.ndarray, y: np.ndarray,
   @jax.jit
   def step(x_adv, x0, yb):
     # One jitted step per call: lax loops around convolutions are slow on
-    # CPU (DESIGN.md, performance).
+    # CPU (docs/design.md §8).
     x_adv = x_adv + alpha * jnp.sign(grad_fn(x_adv, yb))
     return project_linf(x_adv, x0, eps)
 

@@ -239,7 +239,7 @@ def _ascend(clean_fn, background, patch, *, layer, neurons, top, left,
   @jax.jit
   def step(p):
     # One jitted step in a Python loop: loops around convolutions run far
-    # slower inside lax loops on CPU (DESIGN.md, performance).
+    # slower inside lax loops on CPU (docs/design.md §8).
     return jnp.clip(p + lr * jnp.sign(jax.grad(objective)(p)), 0.0, 1.0)
 
   for _ in range(int(steps)):

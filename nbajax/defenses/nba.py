@@ -4,7 +4,7 @@ Only the paper's abstract is available. From it: distillation that
 (1) transfers high-level representations of neural behavior rather than
 outputs, and (2) crafts pseudo samples that make the student show its
 backdoor behavior, then aligns that behavior with the teacher's benign one.
-Everything concrete below is OUR formulation (DESIGN.md), each choice a
+Everything concrete below is OUR formulation (docs/design.md §7), each choice a
 field of `cfg.nba`:
 
 * behavior of a layer: weighted `spatial` (NAD's attention map), `channel`

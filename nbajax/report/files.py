@@ -26,7 +26,7 @@ os.umask(_UMASK)
 
 DER_FORMULA = ('DER = (max(0, ASR_before − ASR_after) − '
                'max(0, ACC_before − ACC_after) + 1) / 2')
-# Metric definitions of DESIGN.md ("Evaluation protocol"), word for word
+# Metric definitions of docs/design.md §5, word for word
 # where it defines them, so tables never leave a metric ambiguous.
 LEGEND = """\
 ## Metrics

@@ -2,7 +2,7 @@
 
 The data set stays on the devices as uint8; each epoch draws a permutation
 on device from `fold_in(key, epoch)`, and the step gathers its batch from it,
-so the host only dispatches. Two execution modes (DESIGN.md, performance):
+so the host only dispatches. Two execution modes (docs/design.md §8):
 
 * 'step': one jitted call per optimizer step. On XLA:CPU a convolution inside
   a while loop runs ~17x slower than the same step jitted alone, so this is
