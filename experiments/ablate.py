@@ -10,7 +10,7 @@ Uses (or trains) the backdoored models and teachers of the grid in
 Resumable: run the same command again after an interruption.
 """
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -19,4 +19,4 @@ main = cli.grid_main('ablation.run_ablation',
 flags.adopt_module_key_flags(cli)  # --help lists --config, --only.
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -5,7 +5,7 @@ Trains the clean model first when the attack needs one (trojan, cl), unless
 `--config.attack.clean_model_dir` names a finished `experiments.train` run.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import cli
 
@@ -22,4 +22,4 @@ def main(argv):
 flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

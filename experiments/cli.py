@@ -1,21 +1,27 @@
 """What every CLI does: readable logs, a line about the devices, and errors
 that end the run with one message and a non-zero exit instead of a traceback.
 
-Exit codes of `run_job`: 2 for bad input (config, data, workdir or
-checkpoint), 1 for a non-finite loss, 128 + the signal's number after
-SIGINT/SIGTERM (the shell's convention: 130, 143). Set NBAJAX_TRACEBACK=1
-to get the traceback as well.
+Exit codes: 2 for the user's mistakes (a flag, a config field or value, the
+config file, data, workdir or checkpoint: `nbajax.errors.UserError` and
+`CheckpointError`), 1 for a non-finite loss, 128 + the signal's number after
+SIGINT/SIGTERM (the shell's convention: 130, 143). Any other exception is a
+bug and keeps its traceback. Set NBAJAX_TRACEBACK=1 to get the traceback of
+the known failures as well.
 """
 
-import importlib
+import importlib.util
 import logging as std_logging
 import os
+import re
 import sys
 from typing import Any, Callable, NoReturn
 
 import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from nbajax.errors import UserError, closest
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -44,6 +50,11 @@ def define_run_flags(default_workdir: str | None, *,
     (config, workdir, overwrite) flag holders; overwrite is None when not
     defined.
   """
+  # ml_collections applies --config.a.b=V while defining the flag and
+  # answers a mistyped field with a long traceback: name it first.
+  problem = override_problem(sys.argv)
+  if problem:
+    exit_usage(problem)
   config = config_flags.DEFINE_config_file(
       'config', DEFAULT_CONFIG, 'Experiment config file.', lock_config=True)
   workdir = flags.DEFINE_string('workdir', default_workdir, 'Run directory.')
@@ -82,10 +93,86 @@ def grid_main(job_name: str, example: str) -> Callable[[list[str]], None]:
   return main
 
 
+def run(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run(main)`, with bad flags ending in one line and exit 2."""
+  app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # Bad value, missing required flag, unknown flag.
+    exit_usage(str(e))
+
+
+def exit_usage(message: str) -> NoReturn:
+  """Ends the program: `error: <message>` on stderr, exit status 2."""
+  sys.stderr.write(f'error: {message}\n')
+  sys.stderr.flush()
+  raise SystemExit(2)
+
+
+def _config_path(argv: list[str]) -> str:
+  """The --config file named in `argv` (the default when none is)."""
+  for i, arg in enumerate(argv):
+    match = re.match(r'^--?config(=(.*))?$', arg)
+    if match:
+      value = match.group(2) if match.group(1) else (
+          argv[i + 1] if i + 1 < len(argv) else '')
+      return value.split(':', 1)[0]
+  return DEFAULT_CONFIG
+
+
+def _field_paths(config: ml_collections.ConfigDict, prefix: str = ''
+                 ) -> list[str]:
+  paths = []
+  for key, value in config.items():
+    paths.append(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      paths += _field_paths(value, f'{prefix}{key}.')
+  return paths
+
+
+def override_problem(argv: list[str]) -> str | None:
+  """Why the config file or a `--config.<field>` in `argv` cannot be used.
+
+  Args:
+    argv: the command line.
+
+  Returns:
+    One line naming the missing config file or the first field the config
+    does not have (with the closest field that exists), or None.
+  """
+  path = _config_path(argv)
+  if not os.path.isfile(path):
+    return f'--config {path}: no such config file'
+  overrides = [m.group(1) for a in argv
+               if (m := re.match(r'^--?(?:no)?config\.([^=]+)', a))]
+  if not overrides:
+    return None
+  spec = importlib.util.spec_from_file_location('_nbajax_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)  # A broken config file keeps its traceback.
+  fields = _field_paths(module.get_config())
+  for name in overrides:
+    if name not in fields:
+      parent = name.rpartition('.')[0]
+      where = f'config.{parent}' if parent else 'the config'
+      return (f'--config.{name}: {where} has no field '
+              f'{name.rpartition(".")[2]!r}{closest(name, fields)}')
+  return None
+
+
 def start(argv: list[str]) -> None:
-  """Refuses stray arguments, then `setup()`."""
+  """Refuses stray arguments and an unloadable config, then `setup()`."""
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    exit_usage(f'unexpected arguments: {argv[1:]} (flags are --name=value)')
+  if 'config' in flags.FLAGS and not isinstance(
+      flags.FLAGS['config'].value, ml_collections.ConfigDict):
+    problem = override_problem(sys.argv) or (
+        f'--config {config_flags.get_config_filename(flags.FLAGS["config"])}'
+        ': the file has no usable get_config()')
+    exit_usage(problem)
   setup()
 
 
@@ -102,9 +189,9 @@ def setup() -> None:
 
 
 # Failures that are the user's to fix; anything else is a bug and keeps its
-# traceback. DatasetNotPreparedError is a FileNotFoundError,
-# CorruptCheckpointError a CheckpointError.
-_BAD_INPUT = (ValueError, KeyError, FileNotFoundError, FileExistsError)
+# traceback. DatasetNotPreparedError is a UserError, CorruptCheckpointError a
+# CheckpointError.
+_BAD_INPUT = (UserError,)
 
 
 def run_job(job: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -6,7 +6,7 @@ clean subset, makes (or reuses) the teacher, runs the defense and writes
 before/after ACC, ASR, RA and DER.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import cli
 
@@ -29,4 +29,4 @@ def main(argv):
 flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -10,7 +10,7 @@ per radius and PGD step count (`nbajax.pipeline.probe`). The generator's
 other settings are `config.defense.nba`'s.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import cli
 
@@ -25,10 +25,11 @@ flags.mark_flag_as_required('backdoor_dir')
 
 
 def _numbers(values, kind, name):
+  from nbajax.errors import UserError
   try:
     return [kind(v) for v in values]
   except ValueError:
-    raise ValueError(f'--{name} must be a comma-separated list of numbers, '
+    raise UserError(f'--{name} must be a comma-separated list of numbers, '
                      f'got {",".join(values)!r}') from None
 
 
@@ -49,4 +50,4 @@ def main(argv):
 flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -7,7 +7,7 @@
 Resumable: run the same command again after an interruption.
 """
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -16,4 +16,4 @@ main = cli.grid_main('reproduce.run_grid',
 flags.adopt_module_key_flags(cli)  # --help lists --config, --only.
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

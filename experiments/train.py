@@ -4,7 +4,7 @@ Thin CLI: parses flags, logs the devices, calls `nbajax.pipeline.train`.
 Override any field with `--config.train.epochs=5` and so on.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import cli
 
@@ -21,4 +21,4 @@ def main(argv):
 flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

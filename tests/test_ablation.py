@@ -141,4 +141,4 @@ def test_ablate_cli_runs_reuses_and_reports(tmp_path):
 
   bad = _ablate(tmp_path, '--only=variant=nope')
   assert bad.returncode == 2
-  assert 'selects no ablation cell' in bad.stderr
+  assert "this run has no variant 'nope'" in bad.stderr

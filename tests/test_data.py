@@ -20,6 +20,7 @@ import pytest
 
 from nbajax import data
 from nbajax.data import tfds_source
+from nbajax.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 
@@ -139,7 +140,7 @@ class TestNpz:
     assert got == pairs
 
   @pytest.mark.parametrize('arrays, error, message', [
-      (dict(images=np.zeros((2, 2, 2), np.uint8)), KeyError,
+      (dict(images=np.zeros((2, 2, 2), np.uint8)), UserError,
        'expected x_train'),
       (dict(x=np.zeros((4, 2, 2)), y=np.arange(4) % 2), ValueError,
        'integer pixels'),
@@ -164,7 +165,7 @@ class TestNpz:
   def test_missing_path(self, tmp_path):
     with pytest.raises(ValueError, match='needs path='):
       data.load_dataset('npz')
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match='no .npz file at'):
       data.load_dataset('npz', path=tmp_path / 'none.npz')
 
   def test_shared_gtsrb(self):
@@ -425,7 +426,7 @@ class TestTfds:
     info['fileFormat'] = 'tfrecord'
     info_path.write_text(json.dumps(info))
     monkeypatch.setattr(tfds_source, '_tensorflow_available', lambda: False)
-    with pytest.raises(RuntimeError, match='needs TensorFlow'):
+    with pytest.raises(UserError, match='needs TensorFlow'):
       data.load_dataset('cifar10', data_dir=str(tmp_path))
     assert no_network == []
 

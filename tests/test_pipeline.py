@@ -208,7 +208,7 @@ class TestProbeCli:
     proc = _cli('probe', tmp_path / 'p', f'--backdoor_dir={attack_dir}',
                 '--steps=0,-1')
     assert proc.returncode == 2
-    assert 'steps non-negative ints' in proc.stderr
+    assert 'steps be ints >= 0' in proc.stderr
     assert not (tmp_path / 'p').exists()
 
 

@@ -31,6 +31,7 @@ import pytest
 from experiments.configs import digits as digits_config
 from nbajax import data as data_lib
 from nbajax import training
+from nbajax.errors import UserError
 from nbajax.checkpoint import (CheckpointError, Checkpointer,
                                CorruptCheckpointError, restore_variables)
 from nbajax.pipeline import common, validate
@@ -277,7 +278,7 @@ BAD_NPZ = [
     ('test images of another size', _npz_arrays(
         x_test=np.zeros((8, 16, 16, 3), np.uint8)), {}, ValueError,
      'x_test images have shape'),
-    ('missing keys', _npz_arrays(x_test=None, y_test=None), {}, KeyError,
+    ('missing keys', _npz_arrays(x_test=None, y_test=None), {}, UserError,
      'expected x_train, y_train, x_test, y_test'),
 ]
 
@@ -300,13 +301,13 @@ def test_npz_with_pickled_objects_is_never_unpickled(tmp_path):
   payload = np.array([_Unpickled(str(marker))], dtype=object)
   path = tmp_path / 'evil.npz'
   np.savez(path, **_npz_arrays(x_train=payload))
-  with pytest.raises(ValueError, match='allow_pickle'):
+  with pytest.raises(UserError, match='never unpickles'):
     data_lib.load_dataset('npz', path=path)
   assert not marker.exists()
 
 
 def test_missing_npz_file():
-  with pytest.raises(FileNotFoundError, match='no .npz file at'):
+  with pytest.raises(UserError, match='no .npz file at'):
     data_lib.load_dataset('npz', path='/nonexistent/data.npz')
 
 
@@ -346,9 +347,10 @@ def test_unprepared_tfds_fails_at_once_with_how_to_prepare(tmp_path):
 
 def test_finished_workdir_of_other_settings_is_not_overwritten(tmp_path):
   common.write_json(str(tmp_path / 'results.json'),
-                    {'fingerprint': 'another-run', 'test_acc': 0.9})
+                    {'fingerprint': 'another-run', 'role': 'clean',
+                     'test_acc': 0.9})
   before = _snapshot(tmp_path)
-  with pytest.raises(FileExistsError, match='--overwrite'):
+  with pytest.raises(UserError, match='--overwrite'):
     train_job.train_clean(_config(), str(tmp_path), log=lambda s: None)
   assert _snapshot(tmp_path) == before
 

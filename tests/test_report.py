@@ -281,7 +281,8 @@ class WriteResultsTest(_TestCase):
     self.assertEqual(code, 0)
     self.assertIn(report.markdown_table(self.cells), stdout.getvalue())
     self.assertCountEqual(os.listdir(out),
-                          ['results.json', 'results.csv', 'results.md'])
+                          ['results.json', 'results.csv', 'results.md',
+                           '.nbajax-report'])
 
 
 class MergeCliTest(_TestCase):
@@ -321,7 +322,7 @@ class MergeCliTest(_TestCase):
   def test_a_missing_file_is_a_clear_error(self):
     code, _, err = self._run('/nonexistent/results.json')
     self.assertEqual(code, 2)
-    self.assertIn('No such file', err)
+    self.assertIn('no such results file', err)
 
 
 class PlotTest(_TestCase):

@@ -12,7 +12,10 @@ Poisoning: `nbajax.attacks.poison`. Imports jax and numpy only.
 """
 
 import dataclasses
+import typing
 from typing import Any, Mapping
+
+import numpy as np
 
 from nbajax.attacks.badnets import BadNets
 from nbajax.attacks.base import Attack
@@ -59,7 +62,38 @@ def get_attack(name: str, **params: Any) -> Attack:
   if unknown:
     raise ValueError(f'unknown parameter(s) {unknown} for attack {name!r}; '
                      f'allowed: {allowed}')
+  for field in dataclasses.fields(cls):
+    if field.name in params:
+      _check_type(name, field.name, field.type, params[field.name])
   return cls(**params)
+
+
+_KINDS = {int: 'an int', float: 'a number', str: 'a string', bool: 'a bool'}
+
+
+def _check_type(attack: str, field: str, annotation: Any, value: Any) -> None:
+  """Refuses a value of the wrong type for an int/float/str/bool field.
+
+  Without this a size of True or 2.7 would be truncated to 1 or 2 by the
+  `int()` inside the attack, silently making another trigger.
+  """
+  kinds = typing.get_args(annotation) or (annotation,)
+  if value is None and type(None) in kinds:
+    return
+  kind = next((k for k in kinds if k in _KINDS), None)
+  if kind is None:
+    return  # Any, arrays, positions: the attack checks those itself.
+  number = isinstance(value, (int, float, np.integer, np.floating))
+  ok = {int: isinstance(value, (int, np.integer)),
+        float: number and bool(np.isfinite(value)),
+        str: isinstance(value, str),
+        bool: isinstance(value, (bool, np.bool_))}[kind]
+  if kind is not bool and isinstance(value, (bool, np.bool_)):
+    ok = False
+  if not ok:
+    optional = ' or null' if type(None) in kinds else ''
+    raise ValueError(f'attack {attack!r}: {field} must be {_KINDS[kind]}'
+                     f'{optional}, got {value!r} ({type(value).__name__})')
 
 
 def attack_from_config(cfg: Mapping[str, Any]) -> Attack:

@@ -228,7 +228,8 @@ def from_arrays(name: str, x_train: np.ndarray, y_train: np.ndarray,
     y_train: integer labels [N].
     x_test: integer images [M, H, W] or [M, H, W, C].
     y_test: integer labels [M].
-    num_classes: K; defaults to the largest label + 1 over both splits.
+    num_classes: K; defaults to the largest label + 1 over both splits
+      (`infer_num_classes`).
     mean: per-channel mean in [0, 1] units; computed from x_train if None.
     std: per-channel std in [0, 1] units; computed from x_train if None.
 
@@ -243,7 +244,7 @@ def from_arrays(name: str, x_train: np.ndarray, y_train: np.ndarray,
   y_train = as_labels(y_train, field='y_train')
   y_test = as_labels(y_test, field='y_test')
   if num_classes is None:
-    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    num_classes = infer_num_classes(y_train, y_test)
   if mean is None or std is None:
     data_mean, data_std = channel_stats(x_train)
     mean = data_mean if mean is None else mean
@@ -253,3 +254,35 @@ def from_arrays(name: str, x_train: np.ndarray, y_train: np.ndarray,
       y_test=y_test, num_classes=int(num_classes),
       mean=tuple(float(v) for v in mean),
       std=tuple(float(v) for v in std)).validate()
+
+
+def infer_num_classes(y_train: np.ndarray, y_test: np.ndarray) -> int:
+  """K = the largest label + 1, when every class 0..K-1 has training images.
+
+  A single wrong label (say 70000 among CIFAR's 0..9) would otherwise make
+  a model, its one-hot targets and every per-class table of that size.
+
+  Args:
+    y_train: int labels [N] (checked by `as_labels`).
+    y_test: int labels [M].
+
+  Returns:
+    K.
+
+  Raises:
+    ValueError: when some class below the largest label has no training
+      image; names the largest label and where it is.
+  """
+  k = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+  classes = np.unique(y_train)  # No array of size k: k may be absurd.
+  if len(classes) < k:
+    off = np.flatnonzero(classes != np.arange(len(classes)))
+    first_missing = int(off[0]) if off.size else len(classes)
+    in_train = y_train.size and y_train.max() == k - 1
+    where = (f'y_train[{int(np.argmax(y_train))}]' if in_train
+             else f'y_test[{int(np.argmax(y_test))}]')
+    raise ValueError(
+        f'labels run up to {k - 1} ({where}) but {k - len(classes)} of the '
+        f'{k} classes below have no training image (e.g. {first_missing}): '
+        'labels must be 0..K-1; fix the labels or give num_classes')
+  return k

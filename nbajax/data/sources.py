@@ -8,6 +8,8 @@ must already be prepared on disk (see `nbajax.data.tfds_source`).
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,6 +18,7 @@ import numpy as np
 from nbajax.data import dataset as dataset_lib
 from nbajax.data import subsets
 from nbajax.data import tfds_source
+from nbajax.errors import UserError
 
 SOURCES = ('digits', 'npz', '<any prepared TFDS name, e.g. cifar10>')
 
@@ -45,11 +48,40 @@ def load_digits(*, seed: int = 0,
                                  y[test], num_classes=10)
 
 
+_ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')  # An .npz is a zip archive.
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+  """Every array of an .npz file, never unpickling anything.
+
+  Raises:
+    UserError: no such file, or not a readable .npz (another format, a
+      truncated archive, a bad checksum, an object array): named, without
+      numpy's advice to allow pickles.
+  """
   if not path.is_file():
-    raise FileNotFoundError(f'no .npz file at {path}')
-  with np.load(path, allow_pickle=False) as f:
-    return {k: f[k] for k in f.files}
+    raise UserError(f'no .npz file at {path}')
+  with open(path, 'rb') as f:
+    head = f.read(6)
+  if not head.startswith(_ZIP_MAGIC):
+    kind = ('a .npy array' if head.startswith(b'\x93NUMPY')
+            else 'an empty file' if not head else 'not a zip archive')
+    raise UserError(f'{path} is not an .npz file ({kind}); write one with '
+                    'numpy.savez(path, x_train=..., y_train=..., ...)')
+  key = None
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {}
+      for key in f.files:
+        arrays[key] = f[key]
+      return arrays
+  except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile,
+          zlib.error) as e:
+    what = f'array {key!r}' if key else 'its index'
+    cause = ('an object array, which nbajax never unpickles'
+             if 'pickle' in str(e) else f'{type(e).__name__}: {e}')
+    raise UserError(f'{path} is a damaged or unsupported .npz file: {what} '
+                    f'cannot be read ({cause})') from e
 
 
 def load_npz(path: os.PathLike | str, *, seed: int = 0,
@@ -74,7 +106,7 @@ def load_npz(path: os.PathLike | str, *, seed: int = 0,
     A validated `Dataset`.
 
   Raises:
-    FileNotFoundError: if there is no file at `path`.
+    UserError: no file at `path`, or not a readable .npz.
     KeyError: if neither layout's keys are present.
     ValueError: for wrong dtypes, shapes or value ranges.
   """
@@ -122,9 +154,24 @@ def load_dataset(name: str, *, data_dir: Optional[str] = None,
     A validated `Dataset`.
 
   Raises:
-    ValueError: for an unknown source or arguments the source does not take.
-    tfds_source.DatasetNotPreparedError: if TFDS data is not on disk.
+    UserError: for an unknown source, arguments the source does not take,
+      a file that cannot be read, or arrays that break the `Dataset`
+      contract (named with the source).
+    tfds_source.DatasetNotPreparedError: if TFDS data is not on disk (a
+      UserError).
   """
+  try:
+    return _load(name, data_dir=data_dir, path=path, seed=seed, **kwargs)
+  except UserError:
+    raise
+  except (ValueError, KeyError) as e:
+    # The loaders' and `Dataset.validate`'s checks of the user's arrays.
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    where = str(path) if path is not None else name
+    raise UserError(text if where in text else f'data {where}: {text}') from e
+
+
+def _load(name, *, data_dir, path, seed, **kwargs) -> dataset_lib.Dataset:
   if name == 'digits':
     _reject(name, data_dir=data_dir, path=path)
     return load_digits(seed=seed, **kwargs)

@@ -26,6 +26,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from nbajax.data import dataset as dataset_lib
+from nbajax.errors import UserError
 
 # 'name', 'name/config', 'name:1.2.3', 'name/config:1.2.3' (TFDS naming).
 _NAME_RE = re.compile(r'^(?P<base>[a-z0-9_]+(?:/[A-Za-z0-9_.+-]+)?)'
@@ -34,7 +35,7 @@ _VERSION_RE = re.compile(r'^\d+\.\d+\.\d+$')
 _READ_CHUNK = 1024
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(UserError, FileNotFoundError):
   """A TFDS data set is not prepared in data_dir (nbajax never downloads)."""
 
 
@@ -251,7 +252,8 @@ def load_tfds(name: str, *, data_dir: Optional[str] = None,
 
   Raises:
     DatasetNotPreparedError: at once, if the data is not on disk.
-    RuntimeError: if the files are TFRecord and TensorFlow is not installed.
+    UserError: the files cannot be opened, or they are TFRecord and
+      TensorFlow is not installed.
     KeyError: if image_key/label_key are not features of the records.
   """
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
@@ -259,7 +261,13 @@ def load_tfds(name: str, *, data_dir: Optional[str] = None,
   spec = find_prepared(name, data_dir)
   splits = (train_split, test_split)
   with _gcs_disabled():
-    sources = _open_data_sources(tfds, spec, data_dir, splits)
+    try:
+      sources = _open_data_sources(tfds, spec, data_dir, splits)
+    except Exception as e:  # TFDS reading the user's files: many types.
+      raise UserError(
+          f'{spec} in {data_dir} cannot be opened: its files (e.g. '
+          f'dataset_info.json) are damaged or of another TFDS version '
+          f'({type(e).__name__}: {str(e).splitlines()[0][:200]})') from e
     if sources is not None:
       arrays, k = _read_with_data_source(sources, splits, image_key,
                                          label_key)
@@ -267,7 +275,7 @@ def load_tfds(name: str, *, data_dir: Optional[str] = None,
       arrays, k = _read_with_tensorflow(tfds, spec, data_dir, splits,
                                         image_key, label_key)
     else:
-      raise RuntimeError(
+      raise UserError(
           f'{spec} in {data_dir} is prepared in a format without random '
           f'access (TFRecord, TFDS\'s default), which needs TensorFlow to '
           f'read: install it (pip install "nbajax[tf]") or prepare the data '

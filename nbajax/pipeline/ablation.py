@@ -22,7 +22,8 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
-from nbajax import report
+from nbajax import report, rundir
+from nbajax.errors import UserError
 from nbajax.report import files as report_files
 from nbajax.pipeline import attack as attack_job
 from nbajax.pipeline import common, reproduce, validate
@@ -41,18 +42,18 @@ def apply_changes(defense: ml_collections.ConfigDict, changes: Mapping,
     where: config path of `changes`, for error messages.
 
   Raises:
-    ValueError: naming a field that `defense` does not have, or a dict given
+    UserError: naming a field that `defense` does not have, or a dict given
       for a plain field.
   """
   for key, value in changes.items():
     path = f'{where}.{key}'
     if key not in defense:
-      raise ValueError(f'{path}: the defense config has no field {key!r}; '
+      raise UserError(f'{path}: the defense config has no field {key!r}; '
                        f'fields: {sorted(defense.keys())}')
     current = defense[key]
     if isinstance(value, Mapping):
       if not isinstance(current, ml_collections.ConfigDict):
-        raise ValueError(f'{path}: {key!r} is a plain field, got a dict')
+        raise UserError(f'{path}: {key!r} is a plain field, got a dict')
       apply_changes(current, value, where=path)
     else:
       defense[key] = value
@@ -63,12 +64,12 @@ def variant_config(cell_config: ml_collections.ConfigDict, variant: str
   """The cell config with `config.ablation.variants[variant]` applied.
 
   Raises:
-    ValueError: for an unknown variant or a bad change (see
+    UserError: for an unknown variant or a bad change (see
       `apply_changes`).
   """
   variants = cell_config.ablation.variants
   if variant not in variants:
-    raise ValueError(f'ablation variant {variant!r} is not in '
+    raise UserError(f'ablation variant {variant!r} is not in '
                      f'config.ablation.variants: {sorted(variants.keys())}')
   c = ml_collections.ConfigDict(cell_config.to_dict())
   apply_changes(c.defense, common.to_dict(variants[variant]),
@@ -80,11 +81,11 @@ def report_name(ablation_cfg: ml_collections.ConfigDict) -> str:
   """`config.ablation.report`, checked to be a plain file name.
 
   Raises:
-    ValueError: for an empty name, a folder in it or a leading dot.
+    UserError: for an empty name, a folder in it or a leading dot.
   """
   name = str(ablation_cfg.get('report', 'ablation'))
   if not name or os.path.basename(name) != name or name.startswith('.'):
-    raise ValueError(f'config.ablation.report must be a plain file name '
+    raise UserError(f'config.ablation.report must be a plain file name '
                      f'(no folder), got {name!r}')
   return name
 
@@ -118,12 +119,21 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
     changes.
 
   Raises:
-    ValueError: for a bad config, variant or filter.
+    UserError: for a bad config, variant or filter.
   """
   validate.validate_config(config, job='grid')
-  log = log or common.logger('ablation')
   a = config.ablation
-  only_sets = reproduce.parse_only(only, keys=ONLY_KEYS)
+  only_sets = reproduce.parse_only(only, keys=ONLY_KEYS, allowed={
+      'attack': tuple(a.attacks), 'variant': tuple(a.run),
+      'seed': tuple(a.seeds)})
+  rundir.check_workdir(workdir, grid=True)
+  with rundir.locked(workdir):  # The grid's lock: they share its models.
+    return _run_ablation(config, workdir, only, only_sets,
+                         log=log or common.logger('ablation'))
+
+
+def _run_ablation(config, workdir, only, only_sets, *, log):
+  a = config.ablation
   name = report_name(a)
   for variant in a.run:  # Every listed variant must build, before any run.
     variant_config(config, variant)
@@ -131,7 +141,7 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
           for v in a.run
           if reproduce.selected(only_sets, seed=s, attack=att, variant=v)]
   if not plan:
-    raise ValueError(f'--only {only!r} selects no ablation cell of seeds '
+    raise UserError(f'--only {only!r} selects no ablation cell of seeds '
                      f'{tuple(a.seeds)}, attacks {tuple(a.attacks)}, '
                      f'variants {tuple(a.run)}')
   progress = reproduce.Progress(len(plan), log, label='ablation')

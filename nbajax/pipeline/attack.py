@@ -17,9 +17,10 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from nbajax import attacks
+from nbajax import attacks, rundir
 from nbajax.attacks import figures, poison
 from nbajax.checkpoint import Checkpointer
+from nbajax.errors import UserError
 from nbajax.pipeline import common, evaluate, train, validate
 
 NEEDS_CLEAN_MODEL = ('trojan', 'cl')
@@ -31,18 +32,34 @@ def attack_params(attack_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   extra = attack_cfg.get('params_json', '')
   if extra:
     try:
-      params.update(json.loads(extra))
+      parsed = json.loads(extra)
     except json.JSONDecodeError as e:
-      raise ValueError(f'attack.params_json is not valid JSON: {e}') from e
+      raise UserError(f'attack.params_json is not valid JSON: {e}') from e
+    if not isinstance(parsed, dict):
+      raise UserError(
+          'attack.params_json must be a JSON object of attack parameters, '
+          f'e.g. \'{{"alpha": 0.1}}\', got a JSON {type(parsed).__name__}: '
+          f'{extra}')
+    params.update(parsed)
   return params
 
 
 def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
   """Eval-mode closure of a clean model: restored or trained in workdir."""
-  source = config.attack.get('clean_model_dir') or os.path.join(workdir,
-                                                                'clean')
+  given = config.attack.get('clean_model_dir')
+  source = given or os.path.join(workdir, 'clean')
   log(f'clean model for {config.attack.name}: {source}')
-  train.train_clean(config, source, log=log)  # Reuses or refuses stale runs.
+  if given:
+    done = rundir.job_results(given)
+    if done is not None and done['fingerprint'] != common.training_fingerprint(
+        config, 'clean'):
+      raise UserError(
+          f'config.attack.clean_model_dir={given} holds a clean model of other '
+          'settings (seed, data, model or train differ from this config): '
+          'point it at a clean model of these settings, or leave it empty to '
+          'train one inside the attack run')
+  # Reuses a finished run of these settings, trains one otherwise.
+  train.train_clean(config, source, log=log, part_of=workdir)
   model = common.build_model(config.model, dataset)
   ckpt = Checkpointer(os.path.join(source, 'checkpoints'))
   variables = jax.device_get(
@@ -58,15 +75,24 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     results dict (also in `workdir/results.json`): acc, acc_nontarget, asr,
     ra (fractions), history, attack spec, poisoned count, wall time.
+
+  Raises:
+    UserError: a bad config or workdir, or the workdir in use.
   """
   validate.validate_config(config, job='attack')
-  log = log or common.logger('attack')
+  given = config.attack.get('clean_model_dir')
+  rundir.check_workdir(workdir, reads=(given,) if given else ())
+  with rundir.locked(workdir):
+    return _run_attack(config, workdir, overwrite=overwrite,
+                       log=log or common.logger('attack'))
+
+
+def _run_attack(config, workdir, *, overwrite, log):
   a = config.attack
   fp = common.training_fingerprint(config, a, 'backdoored')
   # Teachers were fine-tuned from the model an overwrite replaces.
   done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
-                               label='attack',
-                               clear=('checkpoints', 'teacher-*'))
+                               label='attack', teachers=True)
   if done is not None:
     return done
   t0 = time.time()

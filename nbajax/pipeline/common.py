@@ -1,11 +1,9 @@
 """Shared pieces of the jobs: data, model, optimizer, trainer, run files."""
 
-import glob
 import hashlib
 import json
 import logging
 import os
-import shutil
 from typing import Any, Callable
 
 import jax
@@ -15,9 +13,11 @@ import numpy as np
 import nbajax
 from nbajax import data as data_lib
 from nbajax import models
+from nbajax import rundir
 from nbajax.checkpoint import Checkpointer
+from nbajax.errors import UserError
 
-RESULTS_FILE = 'results.json'
+RESULTS_FILE = rundir.RESULTS_FILE
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def build_model(model_cfg: ml_collections.ConfigDict,
 def base_meta(*, config: Any, dataset, model_name: str, role: str,
               fingerprint_: str, extra: dict[str, Any] | None = None
               ) -> dict[str, Any]:
-  """The JSON metadata every checkpoint of a run carries (DESIGN.md)."""
+  """The JSON metadata every checkpoint of a run carries (docs/design.md §4)."""
   return {
       'role': role,
       'model': model_name,
@@ -122,51 +122,51 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-  """Reads a JSON file."""
-  with open(path) as f:
-    return json.load(f)
-
-
-def finished_results(workdir: str, fp: str, *, overwrite: bool) -> Any:
-  """Results of a finished run of the same settings, or None to (re)run.
-
-  Raises:
-    FileExistsError: `workdir` holds a finished run of other settings and
-      `overwrite` is False.
-  """
-  path = os.path.join(workdir, RESULTS_FILE)
-  if not os.path.exists(path):
-    return None
-  done = read_json(path)
-  if done.get('fingerprint') == fp and not overwrite:
-    return done
-  if overwrite:
-    return None
-  raise FileExistsError(
-      f'{workdir} holds a finished run of other settings (fingerprint '
-      f'{done.get("fingerprint")}, this config {fp}); pass --overwrite or '
-      'choose another --workdir')
+  """Reads a JSON file (UserError naming it when it is not JSON)."""
+  return rundir.read_results(path)
 
 
 def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
                    log: Callable[[str], None], label: str,
-                   clear: tuple[str, ...] = ('checkpoints',)) -> Any:
+                   teachers: bool = False) -> Any:
   """Results of a finished run of the same settings, or None to run.
 
-  With `overwrite`, what matches the `clear` glob patterns in `workdir` is
-  removed first, so the new run cannot resume from the old one.
+  With `overwrite`, the run's own results.json and checkpoints (and with
+  `teachers` its `teacher-*` runs) are removed first, so the new run cannot
+  resume from the old one; `rundir.remove_own` removes nothing nbajax did
+  not write.
 
   Raises:
-    FileExistsError: as `finished_results`.
+    UserError: `workdir` holds a finished run of other settings and
+      `overwrite` is False; a results.json or checkpoint folder nbajax did
+      not write; a finished run whose checkpoints are gone.
   """
-  done = finished_results(workdir, fp, overwrite=overwrite)
-  if done is not None:
+  done = rundir.job_results(workdir)
+  foreign = rundir.own_checkpoints(os.path.join(workdir, rundir.CHECKPOINTS))[1]
+  if foreign and not overwrite:
+    raise UserError(
+        f'{workdir}/{rundir.CHECKPOINTS} holds files nbajax did not write '
+        f'({", ".join(foreign[:3])}): choose another --workdir')
+  if done is not None and not overwrite:
+    if done['fingerprint'] != fp:
+      raise UserError(
+          f'{workdir} holds a finished run of other settings (fingerprint '
+          f'{done["fingerprint"]}, this config {fp}); pass --overwrite or '
+          'choose another --workdir')
+    if not rundir.own_checkpoints(
+        os.path.join(workdir, rundir.CHECKPOINTS))[0]:
+      raise UserError(
+          f'{workdir} holds the results of a finished {label} run but its '
+          'checkpoints are gone; pass --overwrite to run it again')
     log(f'{workdir} already holds this finished {label} run; reusing it')
     return done
   if overwrite:
-    for pattern in clear:
-      for path in glob.glob(os.path.join(workdir, pattern)):
-        shutil.rmtree(path, ignore_errors=True)
+    removed = rundir.remove_own(workdir, teachers=teachers)
+    if done is not None:
+      os.remove(os.path.join(workdir, RESULTS_FILE))
+      removed.append(os.path.join(workdir, RESULTS_FILE))
+    for path in removed:
+      log(f'--overwrite: removed {path}')
   return None
 
 

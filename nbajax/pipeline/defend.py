@@ -17,10 +17,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from nbajax import defenses, metrics
+from nbajax import defenses, metrics, rundir
 from nbajax.attacks import poison
 from nbajax.checkpoint import Checkpointer
 from nbajax.data import clean_subset_indices
+from nbajax.errors import UserError
 from nbajax.pipeline import attack as attack_job
 from nbajax.pipeline import common, evaluate, validate
 
@@ -29,17 +30,21 @@ def load_backdoor(backdoor_dir: str) -> dict[str, Any]:
   """Results of a finished attack run (config and attack spec inside).
 
   Raises:
-    FileNotFoundError: `backdoor_dir` holds no finished attack run.
+    UserError: `backdoor_dir` holds no finished attack run.
   """
   path = os.path.join(backdoor_dir, common.RESULTS_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
+  if not os.path.isfile(path):
+    raise UserError(
         f'{backdoor_dir} holds no finished attack run ({path} is missing): '
         'run `python -m experiments.attack` first')
-  done = common.read_json(path)
+  done = rundir.job_results(backdoor_dir)
   if done.get('role') != 'backdoored':
-    raise ValueError(f'{backdoor_dir} is a {done.get("role")!r} run, not a '
-                     'backdoored one')
+    raise UserError(f'{backdoor_dir} is a {done.get("role")!r} run, not a '
+                    'backdoored one')
+  missing = [k for k in ('config', 'attack_spec') if k not in done]
+  if missing:
+    raise UserError(f'{path} lacks {missing}: not an attack run nbajax '
+                    'wrote, or one of an older version')
   return done
 
 
@@ -143,14 +148,21 @@ class DefenseSetup:
                             self.config.seed, 'teacher', self.backdoor_fp)
     teacher_dir = teacher_dir or os.path.join(self.backdoor_dir,
                                               f'teacher-{fp[:8]}')
+    rundir.check_workdir(teacher_dir, part_of=self.backdoor_dir,
+                         flag='--teacher_dir')
+    with rundir.locked(teacher_dir):
+      return self._teacher(teacher_dir, fp)
+
+  def _teacher(self, teacher_dir: str, fp: str) -> dict[str, Any]:
+    d = self.config.defense
     results_path = os.path.join(teacher_dir, common.RESULTS_FILE)
-    if os.path.exists(results_path):
-      saved = common.read_json(results_path).get('fingerprint')
-      if saved != fp:
-        raise FileExistsError(
-            f'{teacher_dir} holds a teacher of other settings or of another '
-            f'backdoored model (fingerprint {saved}, needed {fp}); choose '
-            'another --teacher_dir or delete it')
+    done = rundir.job_results(teacher_dir)
+    if done is not None:
+      if done['fingerprint'] != fp or done['role'] != 'teacher':
+        raise UserError(
+            f'{teacher_dir} holds a {done["role"]} run of other settings or of '
+            f'another backdoored model (fingerprint {done["fingerprint"]}, '
+            f'needed {fp}); choose another --teacher_dir')
       ckpt = Checkpointer(os.path.join(teacher_dir, 'checkpoints'))
       self.log(f'reusing the teacher in {teacher_dir}')
       return jax.device_get(
@@ -190,9 +202,21 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     results dict (also `workdir/results.json`): `before` and `after`
     metrics, `der`, history, wall time.
+
+  Raises:
+    UserError: a bad config, workdir or backdoor run, or the workdir in use.
   """
   validate.validate_config(config, job='defend')
-  log = log or common.logger('defend')
+  reads = (backdoor_dir,) + ((teacher_dir,) if teacher_dir else ())
+  rundir.check_workdir(workdir, reads=reads)
+  with rundir.locked(workdir):
+    return _run_defense(config, workdir, backdoor_dir=backdoor_dir,
+                        teacher_dir=teacher_dir, overwrite=overwrite,
+                        log=log or common.logger('defend'), setup=setup)
+
+
+def _run_defense(config, workdir, *, backdoor_dir, teacher_dir, overwrite, log,
+                 setup):
   name = config.defense.name
   defend = defenses.get_defense(name)
   backdoor = load_backdoor(backdoor_dir)

@@ -20,11 +20,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nbajax import generator, losses
+from nbajax import generator, losses, rundir
 from nbajax.attacks import poison
 from nbajax.defenses.base import layer_betas
 from nbajax.defenses.nba import behavior_weights
-from nbajax.pipeline import common
+from nbajax.errors import UserError
+from nbajax.pipeline import common, validate
 from nbajax.pipeline import defend as defend_job
 from nbajax.report import tables
 from nbajax.report import files as report_files
@@ -33,6 +34,22 @@ from nbajax.report import files as report_files
 def _rates(fn: Callable, x: jax.Array, want: jax.Array) -> float:
   """Fraction of `x` that `fn` classifies as `want`."""
   return float(jnp.mean(jnp.argmax(fn(x)[0], -1) == want))
+
+
+def _check_probe_args(config, *, eps, steps, images, batch_size) -> None:
+  """The probe's own arguments and its NBA config, before any work."""
+  if not eps or not steps:
+    raise UserError('eps and steps need at least one value each')
+  if any(not 0 <= e <= 1 for e in eps) or any(
+      isinstance(k, bool) or int(k) != k or k < 0 for k in steps):
+    raise UserError(f'eps must lie in [0, 1] (0..255 in --eps_255) and steps '
+                    f'be ints >= 0, got eps {tuple(eps)}, steps {tuple(steps)}')
+  for name, value in (('images', images), ('batch_size', batch_size)):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+      raise UserError(f'{name} must be an int >= 1, got {value!r}')
+  as_nba = ml_collections.ConfigDict(config.to_dict())
+  as_nba.defense.name = 'nba'  # The probe uses NBA's generator settings.
+  validate.validate_config(as_nba, job='defend')
 
 
 def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
@@ -62,15 +79,13 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
     for the attack's own triggered test images.
 
   Raises:
-    ValueError: for a bad `defense.nba` field, no non-target image, or an
+    UserError: for a bad `defense.nba` field, no non-target image, or an
       empty `eps` / `steps`.
   """
-  if not eps or not steps:
-    raise ValueError('eps and steps need at least one value each')
-  if any(not e >= 0 for e in eps) or any(
-      isinstance(k, bool) or int(k) != k or k < 0 for k in steps):
-    raise ValueError(f'eps must be >= 0 and steps non-negative ints, got '
-                     f'eps {tuple(eps)}, steps {tuple(steps)}')
+  _check_probe_args(config, eps=eps, steps=steps, images=images,
+                    batch_size=batch_size)
+  if workdir:
+    rundir.check_workdir(workdir, reads=(backdoor_dir,))
   log = log or common.logger('probe')
   nba = config.defense.nba
   setup = defend_job.DefenseSetup(config, backdoor_dir, log)
@@ -85,7 +100,7 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
       num_classes=setup.dataset.num_classes)
   keep = np.flatnonzero(y_all != want_all)[:images]
   if not len(keep):
-    raise ValueError('the clean subset has no image outside the target class')
+    raise UserError('the clean subset has no image outside the target class')
   x = jnp.asarray(x_all[keep], jnp.float32) / 255.0
   want = jnp.asarray(want_all[keep])
   trig = jnp.asarray(setup.sets.x_trig[:images], jnp.float32) / 255.0
@@ -141,7 +156,11 @@ def probe_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _write(rows, workdir: str, *, attack: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
+  with rundir.locked(workdir):
+    _write_files(rows, workdir, attack=attack)
+
+
+def _write_files(rows, workdir: str, *, attack: str) -> None:
   common.write_json(os.path.join(workdir, 'probe.json'), rows)
   report_files.write_text_atomic(
       os.path.join(workdir, 'probe.md'),

@@ -24,6 +24,8 @@ import ml_collections
 import numpy as np
 
 from nbajax import losses, report, training
+from nbajax import rundir
+from nbajax.errors import UserError, closest
 from nbajax.pipeline import attack as attack_job
 from nbajax.pipeline import common, validate
 from nbajax.pipeline import defend as defend_job
@@ -31,24 +33,34 @@ from nbajax.pipeline import defend as defend_job
 ONLY_KEYS = ('attack', 'defense', 'seed')
 
 
-def parse_only(text: str, *, keys: tuple[str, ...] = ONLY_KEYS
+def parse_only(text: str, *, keys: tuple[str, ...] = ONLY_KEYS,
+               allowed: dict[str, Any] | None = None
                ) -> dict[str, set[str]]:
   """`'attack=badnets+blend,defense=nba'` -> {'attack': {...}, ...}.
 
   Args:
     text: comma-separated `KEY=V1+V2` items.
     keys: the keys allowed.
+    allowed: for each key, the values this run has (a typo such as
+      `attack=badnet` would otherwise select nothing and pass silently).
 
   Raises:
-    ValueError: for a malformed item or an unknown key.
+    UserError: for a malformed item, an unknown key, or a value the run
+      does not have (the closest one is suggested).
   """
   out: dict[str, set[str]] = {}
   for item in filter(None, (t.strip() for t in text.split(','))):
     key, sep, values = item.partition('=')
     if not sep or key not in keys or not values:
-      raise ValueError(f'--only item {item!r} must be KEY=V1+V2 with KEY in '
-                       f'{keys}')
+      raise UserError(f'--only item {item!r} must be KEY=V1+V2 with KEY in '
+                      f'{keys}')
     out.setdefault(key, set()).update(values.split('+'))
+  for key, values in out.items():
+    have = [str(v) for v in (allowed or {}).get(key, ())]
+    for value in sorted(values):
+      if allowed is not None and key in allowed and value not in have:
+        raise UserError(f'--only {key}={value}: this run has no {key} '
+                        f'{value!r}{closest(value, have)}; it has {have}')
   return out
 
 
@@ -72,7 +84,7 @@ def cell_config(config: ml_collections.ConfigDict, *, attack: str,
     c.attack.params = ml_collections.ConfigDict(over.pop('params', {}))
     for key, value in over.items():
       if key not in c.attack:
-        raise ValueError(f'grid.attack_overrides.{attack}.{key} is not an '
+        raise UserError(f'grid.attack_overrides.{attack}.{key} is not an '
                          f'attack field; fields: {sorted(c.attack.keys())}')
       c.attack[key] = value
   return c
@@ -129,11 +141,23 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str, *,
 
   Returns:
     The result cells (see `nbajax.report`).
+
+  Raises:
+    UserError: a bad config, filter or workdir, or the workdir in use.
   """
   validate.validate_config(config, job='grid')
-  log = log or common.logger('grid')
   g = config.grid
-  only_sets = parse_only(only)
+  only_sets = parse_only(only, allowed={
+      'attack': tuple(g.attacks), 'defense': ('none',) + tuple(g.defenses),
+      'seed': tuple(g.seeds)})
+  rundir.check_workdir(workdir, grid=True)
+  with rundir.locked(workdir):
+    return _run_grid(config, workdir, only_sets,
+                     log=log or common.logger('grid'))
+
+
+def _run_grid(config, workdir, only_sets, *, log):
+  g = config.grid
   seeds = [int(s) for s in g.seeds]
   # The backdoored model ('none') is in every selected attack's rows: each
   # defense needs it anyway, and the table compares against it.

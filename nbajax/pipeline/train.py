@@ -8,7 +8,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from nbajax import training
+from nbajax import rundir, training
 from nbajax.training import from_config
 from nbajax.pipeline import common, evaluate, validate
 
@@ -72,7 +72,8 @@ def train_model(
 
 def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
                 overwrite: bool = False,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                log: Callable[[str], None] | None = None,
+                part_of: str | None = None) -> dict[str, Any]:
   """The `experiments.train` job: a clean model, evaluated and checkpointed.
 
   Args:
@@ -80,12 +81,23 @@ def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
     workdir: run directory; a finished run of the same config is reused.
     overwrite: start over even when `workdir` holds a finished run.
     log: progress sink.
+    part_of: the run this clean model belongs to (an attack run keeps the
+      clean model Trojan and CL need inside its own workdir).
 
   Returns:
     The results dict written to `workdir/results.json`.
+
+  Raises:
+    UserError: a bad config or workdir, or the workdir in use.
   """
   validate.validate_config(config, job='train')
-  log = log or common.logger('train')
+  rundir.check_workdir(workdir, part_of=part_of)
+  with rundir.locked(workdir):
+    return _train_clean(config, workdir, overwrite=overwrite,
+                        log=log or common.logger('train'))
+
+
+def _train_clean(config, workdir, *, overwrite, log):
   fp = common.training_fingerprint(config, 'clean')
   done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
                                label='clean-model')

@@ -2,7 +2,7 @@
 
 Researchers lose days to a typo that only shows up hours into a run (or
 never, as a silently different experiment). Each job therefore checks its
-config first and refuses bad values with a `ValueError` that names the
+config first and refuses bad values with a `UserError` that names the
 field as written on the command line (`config.defense.nba.eps`) and the
 allowed values or range:
 
@@ -33,6 +33,7 @@ from nbajax.attacks import base as attack_base
 from nbajax.attacks import poison
 from nbajax.data import clean_subset_indices
 from nbajax.defenses import nba as nba_lib
+from nbajax.errors import UserError
 
 JOBS = ('train', 'attack', 'defend', 'grid')
 _REQUIRED = object()
@@ -49,11 +50,11 @@ def validate_config(config: ml_collections.ConfigDict, *, job: str) -> None:
       in `grid`).
 
   Raises:
-    ValueError: naming the first bad field (`config.<path>`), its value and
+    UserError: naming the first bad field (`config.<path>`), its value and
       what is allowed.
   """
   if job not in JOBS:
-    raise ValueError(f'job must be one of {JOBS}, got {job!r}')
+    raise UserError(f'job must be one of {JOBS}, got {job!r}')
   _check_run(config)
   if job in ('train', 'attack', 'grid'):
     _check_data(config)
@@ -80,10 +81,10 @@ def validate_against_data(config: ml_collections.ConfigDict, dataset, *,
       clean subset, 'grid' all of them.
 
   Raises:
-    ValueError: naming the field that does not fit the data set.
+    UserError: naming the field that does not fit the data set.
   """
   if job not in JOBS:
-    raise ValueError(f'job must be one of {JOBS}, got {job!r}')
+    raise UserError(f'job must be one of {JOBS}, got {job!r}')
   if job in ('train', 'attack', 'grid'):
     _check_batch_fits(config, 'train', len(dataset.y_train),
                       f'the training set of {dataset.name}')
@@ -106,17 +107,17 @@ def _check_run(config) -> None:
 def _check_data(config) -> None:
   name = _get(config, 'data.name')
   if not isinstance(name, str) or not name.strip():
-    raise ValueError(
+    raise UserError(
         f"config.data.name must be 'digits', 'npz' (with config.data.path) "
         f'or a prepared TFDS name such as cifar10, got {name!r}')
   if name == 'npz':
     path = _get(config, 'data.path', default='')
     if not path:
-      raise ValueError("config.data.path must name the .npz file when "
+      raise UserError("config.data.path must name the .npz file when "
                        "config.data.name='npz'")
     full = os.path.expanduser(path)
     if not os.path.isfile(full):
-      raise ValueError(f'config.data.path={path!r}: no such file (looked at '
+      raise UserError(f'config.data.path={path!r}: no such file (looked at '
                        f'{os.path.abspath(full)})')
 
 
@@ -135,7 +136,7 @@ def _check_optimizer(config, section: str) -> None:
   if schedule == 'step':
     for b in _get(config, f'{section}.boundaries', default=()):
       if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0:
-        raise ValueError(f'config.{section}.boundaries must be epochs (ints '
+        raise UserError(f'config.{section}.boundaries must be epochs (ints '
                          '>= 0), got '
                          f'{_get(config, f"{section}.boundaries")!r}')
     _number(config, f'{section}.decay', low=0.0, low_open=True, default=0.1)
@@ -152,7 +153,7 @@ def _check_attack(config) -> None:
   mode = _choice(config, 'attack.mode', poison.MODES)
   _int(config, 'attack.seed', low=0)
   if attacks.attack_class(name).clean_label and mode != 'all-to-one':
-    raise ValueError(f"config.attack.mode={mode!r}: clean-label attack "
+    raise UserError(f"config.attack.mode={mode!r}: clean-label attack "
                      f"{name!r} supports only 'all-to-one'")
   _build_attack(config)
 
@@ -197,7 +198,7 @@ def _check_nba(config) -> None:
   _check_layers(config, s)
   eps = _get(config, f'{s}.eps')
   if _is_number(eps) and eps > 1:
-    raise ValueError(f'config.{s}.eps must be in [0, 1] (units of [0, 1] '
+    raise UserError(f'config.{s}.eps must be in [0, 1] (units of [0, 1] '
                      f'pixels), got {eps}: did you mean {eps:g}/255?')
   _number(config, f'{s}.eps', low=0.0, high=1.0)
   _number(config, f'{s}.alpha', low=0.0)
@@ -211,7 +212,7 @@ def _check_nba(config) -> None:
   _choice(config, f'{s}.align_to', nba_lib.ALIGN_TO)
   _choice(config, f'{s}.pseudo_bn', nba_lib.PSEUDO_BN)
   if not isinstance(_get(config, f'{s}.random_start', default=True), bool):
-    raise ValueError(f'config.{s}.random_start must be True or False')
+    raise UserError(f'config.{s}.random_start must be True or False')
 
 
 def _check_behavior_weights(config) -> None:
@@ -219,16 +220,16 @@ def _check_behavior_weights(config) -> None:
   weights = _get(config, 'defense.nba.weights')
   items = dict(weights.items()) if hasattr(weights, 'items') else None
   if not items:
-    raise ValueError(f'{field} must map behavior kinds '
+    raise UserError(f'{field} must map behavior kinds '
                      f'{losses.BEHAVIOR_KINDS} to weights, got {weights!r}')
   for kind, value in items.items():
     if kind not in losses.BEHAVIOR_KINDS:
-      raise ValueError(f'{field}.{kind}: unknown behavior kind; allowed: '
+      raise UserError(f'{field}.{kind}: unknown behavior kind; allowed: '
                        f'{list(losses.BEHAVIOR_KINDS)}')
     if not _is_number(value) or not value >= 0:
-      raise ValueError(f'{field}.{kind} must be a number >= 0, got {value!r}')
+      raise UserError(f'{field}.{kind} must be a number >= 0, got {value!r}')
   if not any(v > 0 for v in items.values()):
-    raise ValueError(f'{field} needs at least one weight > 0, got {items}')
+    raise UserError(f'{field} needs at least one weight > 0, got {items}')
 
 
 def _check_grid(config) -> None:
@@ -241,12 +242,12 @@ def _check_grid(config) -> None:
   if not _is_sequence(seeds) or not seeds or not all(
       isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
       for s in seeds):
-    raise ValueError(f'config.grid.seeds must be a non-empty list of ints '
+    raise UserError(f'config.grid.seeds must be a non-empty list of ints '
                      f'>= 0, got {seeds!r}')
   overrides = _get(config, 'grid.attack_overrides', default={}) or {}
   for key in overrides.keys():
     if key not in attacks.ATTACK_NAMES:
-      raise ValueError(f'config.grid.attack_overrides.{key}: unknown attack; '
+      raise UserError(f'config.grid.attack_overrides.{key}: unknown attack; '
                        f'allowed: {list(attacks.ATTACK_NAMES)}')
   for name in attack_names:
     # The cell's attack fields are the overrides applied to config.attack.
@@ -265,7 +266,7 @@ def _check_grid(config) -> None:
 def _check_batch_fits(config, section: str, n: int, what: str) -> None:
   batch = _get(config, f'{section}.batch_size')
   if n < batch:
-    raise ValueError(
+    raise UserError(
         f'config.{section}.batch_size={batch} is larger than {what} ({n} '
         'images): no full batch to train on; lower the batch size')
 
@@ -274,7 +275,7 @@ def _check_attack_fits(config, dataset) -> None:
   a = config.attack
   k = int(dataset.num_classes)
   if a.target >= k:
-    raise ValueError(
+    raise UserError(
         f'config.attack.target={a.target} is not a class of {dataset.name} '
         f'({k} classes: 0..{k - 1})')
   attack = _build_attack(config)
@@ -322,7 +323,7 @@ def _check_clean_subset(config, dataset, *, job: str) -> None:
   for section in sections:
     batch = _get(config, f'{section}.batch_size')
     if len(idx) < batch:
-      raise ValueError(
+      raise UserError(
           f'config.defense.clean_fraction={d.clean_fraction} gives a clean '
           f'subset of {len(idx)} images of {dataset.name}, fewer than one '
           f'batch of config.{section}.batch_size={batch}: raise '
@@ -339,11 +340,11 @@ def _prefixed(field: str) -> Iterator[None]:
     yield
   except (ValueError, TypeError, KeyError) as e:
     text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    raise ValueError(f'{field}: {text}') from e
+    raise UserError(f'{field}: {text}') from e
 
 
 def _get(config, path: str, *, default: Any = _REQUIRED) -> Any:
-  """`config.<path>`; ValueError naming it when missing and required."""
+  """`config.<path>`; UserError naming it when missing and required."""
   node = config
   for part in path.split('.'):
     if isinstance(node, (ml_collections.ConfigDict, dict)) and part in node:
@@ -351,7 +352,7 @@ def _get(config, path: str, *, default: Any = _REQUIRED) -> Any:
     elif default is not _REQUIRED:
       return default
     else:
-      raise ValueError(f'config.{path} is missing (see '
+      raise UserError(f'config.{path} is missing (see '
                        'experiments/configs/base.py for every field)')
   return node
 
@@ -377,7 +378,7 @@ def _number(config, path: str, *, low: float | None = None,
     ok = value < high if high_open else value <= high
   if not ok:
     interval = _interval(low, high, low_open, high_open)
-    raise ValueError(f'config.{path} must be {interval}, got {value!r}')
+    raise UserError(f'config.{path} must be {interval}, got {value!r}')
   return float(value)
 
 
@@ -392,7 +393,7 @@ def _int(config, path: str, *, low: int, default: Any = _REQUIRED) -> int:
   value = _get(config, path, default=default)
   if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
       or value < low):
-    raise ValueError(f'config.{path} must be an int >= {low}, got {value!r}')
+    raise UserError(f'config.{path} must be an int >= {low}, got {value!r}')
   return int(value)
 
 
@@ -400,7 +401,7 @@ def _choice(config, path: str, allowed: Sequence[str], *,
             default: Any = _REQUIRED) -> str:
   value = _get(config, path, default=default)
   if value not in allowed:
-    raise ValueError(f'config.{path}={value!r} is not allowed; allowed: '
+    raise UserError(f'config.{path}={value!r} is not allowed; allowed: '
                      f'{list(allowed)}')
   return value
 
@@ -409,11 +410,11 @@ def _names(config, path: str, allowed: Sequence[str], *,
            allow_empty: bool) -> tuple[str, ...]:
   values = _get(config, path)
   if not _is_sequence(values) or (not values and not allow_empty):
-    raise ValueError(f'config.{path} must be a non-empty list of names from '
+    raise UserError(f'config.{path} must be a non-empty list of names from '
                      f'{list(allowed)}, got {values!r}')
   for v in values:
     if v not in allowed:
-      raise ValueError(f'config.{path}: {v!r} is not allowed; allowed: '
+      raise UserError(f'config.{path}: {v!r} is not allowed; allowed: '
                        f'{list(allowed)}')
   return tuple(values)
 
@@ -424,7 +425,7 @@ def _batch_size(config, path: str) -> int:
   n = jax.device_count()
   if batch % n:
     lower, upper = max(n, batch // n * n), (batch // n + 1) * n
-    raise ValueError(
+    raise UserError(
         f'config.{path}={batch} is not a multiple of the {n} devices '
         f'(jax.device_count()): each device gets an equal share of the '
         f'batch. Use --config.{path}={lower} or {upper}, or run on fewer '

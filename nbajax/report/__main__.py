@@ -11,10 +11,12 @@ the NBA claim for that defense against NAD and FT.
 """
 
 import argparse
-import json
+import os
 import sys
 from collections.abc import Sequence
 
+from nbajax import rundir
+from nbajax.errors import UserError
 from nbajax.report import cells as cells_lib
 from nbajax.report import claim
 from nbajax.report import files
@@ -40,40 +42,58 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     cells = merge_cells(args.results)
+    if args.outdir:  # Before any output: a refused outdir changes nothing.
+      rundir.check_report_outdir(args.outdir, OUTPUTS)
     print(tables.markdown_table(cells, spread=args.spread))
     if args.claim:
       print('\n' + '\n'.join(claim.check_claim(cells,
                                                 method=args.claim).lines))
     if args.outdir:
-      paths = files.write_results(
-          cells, args.outdir, title=args.title, spread=args.spread,
-          seeds_aggregate=not args.per_seed, plots=args.plots)
+      rundir.mark_report_outdir(args.outdir)
+      with rundir.locked(args.outdir):
+        paths = files.write_results(
+            cells, args.outdir, title=args.title, spread=args.spread,
+            seeds_aggregate=not args.per_seed, plots=args.plots)
       print('\n'.join(f'wrote {p}' for p in paths.values()))
-  except (OSError, ValueError) as e:  # JSON errors are ValueErrors.
-    print(f'error: {", ".join(args.results)}: {e}', file=sys.stderr)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
     return 2
   return 0
+
+
+# What `files.write_results` may write (the curves' names depend on cells).
+OUTPUTS = (files.RESULTS_JSON, files.RESULTS_CSV, files.RESULTS_MD,
+           'acc_vs_asr.png')
 
 
 def merge_cells(paths: Sequence[str]) -> list[dict]:
   """The cells of several JSON files, repeated equal cells kept once.
 
   Raises:
-    ValueError: when two files hold the same (attack, defense, seed) with
-      different metrics, or a file is not a list.
+    UserError: a file that cannot be read, is not JSON or not a list of
+      valid cells (named with the cell and key), or two files holding the
+      same (attack, defense, seed) with different metrics.
   """
   merged: dict[tuple, dict] = {}
   for path in paths:
-    with open(path, encoding='utf-8') as f:
-      cells = json.load(f)
+    if not os.path.isfile(path):
+      raise UserError(f'{path}: no such results file')
+    cells = rundir.read_results(path)
     if not isinstance(cells, list):
-      raise ValueError(f'{path} is not a list of cells')
+      hint = (' (a single job\'s results: give the grid\'s results.json)'
+              if isinstance(cells, dict) else '')
+      raise UserError(f'{path} is not a list of cells but a JSON '
+                      f'{type(cells).__name__}{hint}')
+    try:
+      cells_lib.validate_cells(cells)
+    except ValueError as e:
+      raise UserError(f'{path}: {e}') from e
     for cell in cells:
       key = tuple(cell.get(k) for k in ('attack', 'defense', 'seed'))
       metrics = tuple(cell.get(m) for m in cells_lib.METRICS)
       if key in merged:
         if tuple(merged[key].get(m) for m in cells_lib.METRICS) != metrics:
-          raise ValueError(f'{path}: cell {key} differs from an earlier '
+          raise UserError(f'{path}: cell {key} differs from an earlier '
                            'file\'s cell of the same attack, defense, seed')
         continue
       merged[key] = cell
