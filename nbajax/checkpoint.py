@@ -38,20 +38,26 @@ deleted, so that training can write those steps again.
 import json
 import logging
 import os
-import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-if TYPE_CHECKING:  # Runtime import would be circular (training -> here).
-  from nbajax.training.state import TrainState
 
-# Orbax names a step being written `<step>.orbax-checkpoint-tmp` (older
-# releases add `-<timestamp>`); it is renamed to `<step>` once complete.
-_PARTIAL_RE = re.compile(r'^(\d+)\.orbax-checkpoint-tmp')
+class TrainState(Protocol):
+  """What the checkpointer needs of a train state (`nbajax.training`'s has
+  it): its model variables, and a round trip through a plain pytree."""
+
+  variables: Any
+
+  def to_tree(self) -> Any:
+    """The state as a pytree of arrays (what is saved)."""
+
+  def from_tree(self, tree: Any) -> 'TrainState':
+    """A state of this structure holding the arrays of `tree`."""
+
 _MAX_CAUSE = 300  # Characters of a library error kept in our messages.
 
 
@@ -127,9 +133,13 @@ class Checkpointer:
       return {}
     found = {}
     for name in sorted(os.listdir(self.directory)):
-      match = _PARTIAL_RE.match(name)
-      if match:
-        found[int(match.group(1))] = os.path.join(self.directory, name)
+      path = os.path.join(self.directory, name)
+      # Orbax's own test for a step being written; its name starts with the
+      # step number we gave it.
+      step = name.split('.', 1)[0]
+      if (step.isdigit() and os.path.isdir(path)
+          and ocp.utils.is_tmp_checkpoint(path)):
+        found[int(step)] = path
     return found
 
   def step_dir(self, step: int) -> str:

@@ -42,8 +42,7 @@ LOCK_FILE = '.nbajax.lock'
 JOB_ROLES = ('clean', 'backdoored', 'teacher', 'defended')
 
 _STEP_RE = re.compile(r'^\d+$')
-# Orbax's name for a step being written; `set_aside_after`'s for a bad step.
-_PARTIAL_RE = re.compile(r'^\d+\.orbax-checkpoint-tmp')
+# `Checkpointer.set_aside_after`'s name for an unusable step.
 _ASIDE_RE = re.compile(r'^unusable-\d+-\d{8}T\d{6}$')
 
 
@@ -100,7 +99,7 @@ def own_checkpoints(directory: str) -> tuple[list[str], list[str]]:
   ours, foreign = [], []
   for name in sorted(os.listdir(directory)):
     path = os.path.join(directory, name)
-    if _PARTIAL_RE.match(name) and os.path.isdir(path):
+    if _is_partial_step(path):
       ours.append(name)
     elif ((_STEP_RE.match(name) or _ASIDE_RE.match(name))
           and _has_our_meta(path)):
@@ -108,6 +107,14 @@ def own_checkpoints(directory: str) -> tuple[list[str], list[str]]:
     else:
       foreign.append(name)
   return ours, foreign
+
+
+def _is_partial_step(path: str) -> bool:
+  """A step Orbax began writing and never finished (it says so itself)."""
+  if not (os.path.isdir(path) and '.' in os.path.basename(path)):
+    return False
+  import orbax.checkpoint as ocp  # Lazily: reports need no Orbax.
+  return bool(ocp.utils.is_tmp_checkpoint(path))
 
 
 def _has_our_meta(step_dir: str) -> bool:

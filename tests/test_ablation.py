@@ -8,13 +8,13 @@ import sys
 import pytest
 
 from experiments.configs import base, digits
-from nbajax.pipeline import ablation, reproduce
+from nbajax.pipeline import ablation, derive
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cell_config(tmp_path):
-  return reproduce.cell_config(digits.get_config(), attack='badnets', seed=0,
+  return derive.cell_config(digits.get_config(), attack='badnets', seed=0,
                                workdir=str(tmp_path))
 
 

@@ -69,14 +69,18 @@ def _variables():
   return draw(0), draw(1)
 
 
-def _context(*, teacher: bool = True, n: int = 48) -> defenses.DefenseContext:
+def _context(*, teacher: bool = True, n: int = 48) -> defenses.DefenseInputs:
   """Backdoored = init seed 0, teacher = init seed 1 (so the two differ)."""
   x, y = digits(n)
   backdoored, fine_tuned = _variables()
-  return defenses.DefenseContext(
+  return defenses.DefenseInputs(
       model=_model(), model_name='cnn', variables=backdoored, x_clean=x,
       y_clean=y, key=jax.random.key(2),
-      teacher=fine_tuned if teacher else None, log=lambda s: None)
+      teacher=fine_tuned if teacher else None)
+
+
+def _defend(name, inputs, cfg):
+  return defenses.defend(name, inputs, cfg, log=lambda s: None)
 
 
 def _batch(n=BATCH):
@@ -98,7 +102,7 @@ class TestGetDefense:
   @pytest.mark.parametrize('name', ['ft', 'fp', 'nad', 'nba'])
   def test_runs_end_to_end_and_keeps_the_variable_tree(self, name):
     ctx = _context(n=32)
-    out, history = defenses.get_defense(name)(ctx, _config(epochs=2))
+    out, history = _defend(name, ctx, _config(epochs=2))
     assert (jax.tree_util.tree_structure(out) ==
             jax.tree_util.tree_structure(ctx.variables))
     assert _shapes(out) == _shapes(ctx.variables)
@@ -358,7 +362,7 @@ class TestFinePruning:
     ctx = _context()
     cfg = _config(epochs=2)
     cfg.fp.max_acc_drop, cfg.fp.max_ratio = 1.0, 0.5
-    out, history = fp.defend(ctx, cfg)
+    out, history = _defend('fp', ctx, cfg)
     kernel = np.asarray(out['params']['head']['kernel'])  # [C, K]
     zero_rows = np.flatnonzero(~kernel.any(axis=1))
     assert history[0]['pruned'] == WIDTHS[-1] // 2 == len(zero_rows)

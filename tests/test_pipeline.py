@@ -16,7 +16,7 @@ import pytest
 
 from experiments.configs import digits as digits_config
 from nbajax.checkpoint import Checkpointer
-from nbajax.pipeline import defend as defend_job
+from nbajax.pipeline import defense_setup
 from nbajax.pipeline import train as train_job
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,7 +216,7 @@ class TestLoadBackdoor:
 
   def test_a_clean_run_is_not_a_backdoored_one(self, train_dir):
     with pytest.raises(ValueError, match="'clean' run"):
-      defend_job.load_backdoor(str(train_dir))
+      defense_setup.load_backdoor(str(train_dir))
 
 
 class TestEvalSets:

@@ -29,12 +29,13 @@ import numpy as np
 import pytest
 
 from experiments.configs import digits as digits_config
+from nbajax import atomic
 from nbajax import data as data_lib
 from nbajax import training
 from nbajax.errors import UserError
 from nbajax.checkpoint import (CheckpointError, Checkpointer,
                                CorruptCheckpointError, restore_variables)
-from nbajax.pipeline import common, validate
+from nbajax.pipeline import validate
 from nbajax.pipeline import train as train_job
 from nbajax.training.steps import classification_sums
 from tests.tiny import TinyNet, digits
@@ -346,7 +347,7 @@ def test_unprepared_tfds_fails_at_once_with_how_to_prepare(tmp_path):
 
 
 def test_finished_workdir_of_other_settings_is_not_overwritten(tmp_path):
-  common.write_json(str(tmp_path / 'results.json'),
+  atomic.write_json(str(tmp_path / 'results.json'),
                     {'fingerprint': 'another-run', 'role': 'clean',
                      'test_acc': 0.9})
   before = _snapshot(tmp_path)

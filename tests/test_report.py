@@ -14,9 +14,9 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 
+from nbajax import atomic
 from nbajax import report
 from nbajax.report import __main__ as report_cli
-from nbajax.report import files
 from nbajax.report import maps
 from nbajax.report import plots
 
@@ -268,7 +268,7 @@ class WriteResultsTest(_TestCase):
     with open(path, 'rb') as f:
       before = f.read()
     with self.assertRaises(RuntimeError):
-      files.write_atomic(path, fail)
+      atomic.write_atomic(path, fail)
     with open(path, 'rb') as f:
       self.assertEqual(f.read(), before)
     self.assertLen(os.listdir(self.outdir), 3)

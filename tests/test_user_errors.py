@@ -25,7 +25,7 @@ from nbajax import attacks, rundir
 from nbajax import data as data_lib
 from nbajax.errors import UserError
 from nbajax.pipeline import attack as attack_job
-from nbajax.pipeline import common
+from nbajax.pipeline import common, derive
 from nbajax.pipeline import defend as defend_job
 from nbajax.pipeline import probe as probe_job
 from nbajax.pipeline import reproduce
@@ -70,7 +70,7 @@ def _fake_attack_run(path: pathlib.Path, fp: str = 'f' * 16,
   path.mkdir(parents=True, exist_ok=True)
   (path / 'results.json').write_text(json.dumps({
       'fingerprint': fp, 'role': 'backdoored',
-      'config': common.to_dict(config or _config()),
+      'config': derive.to_dict(config or _config()),
       'attack_spec': {'attack': {'name': 'badnets'}, 'target': 0,
                       'mode': 'all-to-one'}}))
   _fake_step(path / 'checkpoints', 1, fp)
@@ -469,7 +469,7 @@ class TestAttackParameters:
   def test_params_json_must_be_an_object(self):
     config = _config(**{'attack.params_json': '[1, 2]'})
     with pytest.raises(UserError, match='must be a JSON object'):
-      attack_job.attack_params(config.attack)
+      derive.attack_params(config.attack)
 
   def test_trojan_clean_model_of_other_settings(self, tmp_path):
     other = tmp_path / 'clean'

@@ -1,23 +1,32 @@
 """Backdoor defenses: each maps a backdoored model + clean subset + config
-to a defended model (`defend(ctx, cfg) -> (variables, history)`).
+to a plan the training layer runs (`plan(inputs, cfg) -> Plan`, then
+`run`; `defend` does both).
 
 * `ft`: fine-tuning (the control; also makes the teacher),
 * `fp`: fine-pruning,
 * `nad`: Neural Attention Distillation,
 * `nba`: Neural Behavior Alignment (our formulation of the paper).
+
+A new defense is one module with a pure `plan` and its line in `DEFENSES`.
 """
 
-from nbajax.defenses import fp, ft, nad, nba
-from nbajax.defenses.base import DefenseContext, finetune, layer_betas
+from typing import Any, Callable
 
-DEFENSES = {'ft': ft.defend, 'fp': fp.defend, 'nad': nad.defend,
-            'nba': nba.defend}
+import ml_collections
+
+from nbajax.defenses import fp, ft, nad, nba
+from nbajax.defenses.base import DefenseInputs, Plan, layer_betas, run
+
+DEFENSES: dict[str, Callable[[DefenseInputs, ml_collections.ConfigDict],
+                             Plan]] = {
+    'ft': ft.plan, 'fp': fp.plan, 'nad': nad.plan, 'nba': nba.plan}
 DEFENSE_NAMES = tuple(DEFENSES)
 NEEDS_TEACHER = ('nad', 'nba')
 
 
-def get_defense(name: str):
-  """The `defend(ctx, cfg)` function of `name`.
+def get_defense(name: str) -> Callable[[DefenseInputs,
+                                        ml_collections.ConfigDict], Plan]:
+  """The `plan(inputs, cfg)` function of `name`.
 
   Raises:
     ValueError: for an unknown name (lists the known ones).
@@ -25,3 +34,18 @@ def get_defense(name: str):
   if name not in DEFENSES:
     raise ValueError(f'unknown defense {name!r}; known: {DEFENSE_NAMES}')
   return DEFENSES[name]
+
+
+def defend(defense: str, inputs: DefenseInputs,
+           cfg: ml_collections.ConfigDict,
+           **hooks: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """Plans `defense` (a name) and runs it (`hooks`: see `run`).
+
+  Returns:
+    (defended variables, per-epoch history).
+  """
+  return run(get_defense(defense)(inputs, cfg), inputs, cfg, **hooks)
+
+
+__all__ = ['DEFENSES', 'DEFENSE_NAMES', 'DefenseInputs', 'NEEDS_TEACHER',
+           'Plan', 'defend', 'get_defense', 'layer_betas', 'run']

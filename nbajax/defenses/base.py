@@ -1,9 +1,11 @@
-"""What every defense receives, and the fine-tuning loop they share.
+"""What every defense receives and returns, and how a defense is run.
 
-A defense maps a backdoored model + a clean subset + its config to a
-defended model. All four here fine-tune the backdoored weights on the clean
-subset with some loss; they differ in that loss (and FP in a pruning step
-first), so `finetune` is the one loop they all call.
+A defense is a pure function `plan(inputs, cfg) -> Plan`: from the
+backdoored model, the clean subset (and a teacher) and its config section it
+builds the loss to fine-tune with and the variables to start from (FP after
+its pruning step). It does no I/O: `run` hands the plan to the training
+layer, which owns checkpoints, evaluation and logging. Adding a defense is
+one module with a `plan` plus its line in `nbajax.defenses.DEFENSES`.
 """
 
 import dataclasses
@@ -15,14 +17,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from nbajax import models, training
-from nbajax.training import from_config
+from nbajax import models
 from nbajax.checkpoint import Checkpointer
+from nbajax.training import from_config
 
 
-@dataclasses.dataclass
-class DefenseContext:
-  """Inputs of a defense run.
+@dataclasses.dataclass(frozen=True)
+class DefenseInputs:
+  """What a defense computes from (no files, no logging).
 
   Attributes:
     model: the linen module (student and teacher share the architecture).
@@ -32,10 +34,6 @@ class DefenseContext:
     y_clean: int32 [n] its labels.
     key: base PRNG key of this defense run.
     teacher: frozen teacher variables (NAD, NBA), or None.
-    checkpointer: per-epoch checkpoints (resume), or None.
-    meta: JSON metadata saved with each checkpoint.
-    eval_fn: `(apply_fn, variables) -> metrics` after each epoch, or None.
-    log: progress sink.
   """
 
   model: nn.Module
@@ -45,11 +43,27 @@ class DefenseContext:
   y_clean: np.ndarray
   key: jax.Array
   teacher: dict[str, Any] | None = None
-  checkpointer: Checkpointer | None = None
-  meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-  eval_fn: Callable[[Any, Any], dict[str, float]] | None = None
-  log: Callable[[str], None] = logging.info
-  name: str = 'defense'
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A defense, as the training layer runs it: fine-tune `start` on the
+  clean subset with `loss_fn` (every defense here is of that form).
+
+  Attributes:
+    loss_fn: `(params, batch_stats, x, y, key, aux) -> (loss, (bs, sums))`.
+    start: `{'params','batch_stats'}` to fine-tune (FP: the pruned model).
+    aux: passed to every step (the teacher, FP's mask).
+    notes: JSON-able facts of a step before training (FP's pruning), put
+      into the first history entry.
+    summary: a line for the log about that step ('' for none).
+  """
+
+  loss_fn: Callable[..., Any]
+  start: dict[str, Any]
+  aux: Any = None
+  notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+  summary: str = ''
 
 
 def layer_betas(cfg: ml_collections.ConfigDict,
@@ -77,31 +91,32 @@ def layer_betas(cfg: ml_collections.ConfigDict,
   return dict(zip(layers, betas))
 
 
-def finetune(ctx: DefenseContext, cfg: ml_collections.ConfigDict,
-             loss_fn, *, aux: Any = None,
-             variables: dict[str, Any] | None = None
-             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """Fine-tunes `variables` (default the backdoored ones) with `loss_fn`.
+def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
+        *, checkpointer: Checkpointer | None = None,
+        meta: dict[str, Any] | None = None,
+        eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
+        log: Callable[[str], None] = logging.info, name: str = 'defense',
+        eval_every: int = 1
+        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """Runs a defense's plan with the optimizer fields of `cfg`.
 
-  Uses the optimizer fields of `cfg` (epochs, batch_size, lr, schedule,
-  boundaries, decay, momentum, nesterov, weight_decay, loop) and resumes
-  from `ctx.checkpointer` when it holds steps.
+  Training, checkpoints (and resume from `checkpointer`), evaluation and
+  logging are the training layer's (`training.from_config.finetune`); with
+  `cfg.epochs == 0` the plan's start is the result.
 
   Returns:
-    (defended variables, per-epoch history).
+    (defended variables, per-epoch history; the first entry carries
+    `plan.notes`).
   """
-  trainer = from_config.trainer(loss_fn, cfg)
-  tx = from_config.optimizer(
-      cfg, steps_per_epoch=trainer.steps_per_epoch(len(ctx.x_clean)))
-  start = variables if variables is not None else ctx.variables
-  state = training.create_train_state(ctx.model, tx, ctx.key,
-                                      tuple(ctx.x_clean.shape[1:]),
-                                      variables=start)
-  evaluate = ((lambda s: ctx.eval_fn(ctx.model.apply, s.variables))
-              if ctx.eval_fn else None)
-  state, history = training.fit(
-      state, ctx.x_clean, ctx.y_clean, trainer=trainer,
-      epochs=int(cfg.epochs), key=ctx.key, aux=aux,
-      checkpointer=ctx.checkpointer, meta=ctx.meta, eval_fn=evaluate,
-      log=ctx.log, name=ctx.name, eval_every=int(cfg.get('eval_every', 1)))
-  return jax.device_get(state.variables), history
+  if plan.summary:
+    log(f'[{name}] {plan.summary}')
+  if int(cfg.epochs) == 0:
+    return jax.device_get(plan.start), [dict(plan.notes)]
+  variables, history = from_config.finetune(
+      inputs.model, plan.start, inputs.x_clean, inputs.y_clean, cfg,
+      key=inputs.key, loss_fn=plan.loss_fn, aux=plan.aux,
+      checkpointer=checkpointer, meta=meta, eval_fn=eval_fn, log=log,
+      name=name, eval_every=eval_every)
+  if plan.notes:
+    history[0] = {**history[0], **plan.notes}
+  return variables, history

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from nbajax import training
-from nbajax.defenses.base import DefenseContext, finetune
+from nbajax.defenses.base import DefenseInputs, Plan
 
 
 def pooled_features(model, variables, x: np.ndarray, *,
@@ -85,30 +85,27 @@ def make_masked_ce_loss(model):
   return loss_fn
 
 
-def defend(ctx: DefenseContext, cfg: ml_collections.ConfigDict):
+def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
   """Prune by `cfg.fp.max_acc_drop` / `cfg.fp.max_ratio`, then fine-tune.
 
   Returns:
-    (defended variables, history); history[0] carries 'pruned' and
-    'prune_accs'.
+    The plan: masked cross entropy from the pruned model; its notes
+    ('pruned', 'prune_accs') go into history[0].
   """
-  variables = jax.device_get(ctx.variables)
+  variables = jax.device_get(inputs.variables)
   head = variables['params']['head']
-  pooled = pooled_features(ctx.model, variables, ctx.x_clean)
+  pooled = pooled_features(inputs.model, variables, inputs.x_clean)
   mask, accs = choose_pruning(
-      pooled, np.asarray(ctx.y_clean), np.asarray(head['kernel']),
+      pooled, np.asarray(inputs.y_clean), np.asarray(head['kernel']),
       np.asarray(head['bias']), max_acc_drop=float(cfg.fp.max_acc_drop),
       max_ratio=float(cfg.fp.max_ratio))
   pruned = int((mask == 0).sum())
-  ctx.log(f'[{ctx.name}] pruned {pruned}/{mask.size} channels of the last '
-          f'layer; clean-subset accuracy {100 * accs[0]:.1f}% -> '
-          f'{100 * accs[min(pruned, len(accs) - 1)]:.1f}%')
   start = {'params': _masked_params(variables['params'], jnp.asarray(mask)),
            'batch_stats': variables['batch_stats']}
-  if int(cfg.epochs) == 0:
-    return jax.device_get(start), [{'pruned': pruned, 'prune_accs': accs}]
-  defended, history = finetune(ctx, cfg, make_masked_ce_loss(ctx.model),
-                               aux={'mask': jnp.asarray(mask)},
-                               variables=start)
-  history[0] = {**history[0], 'pruned': pruned, 'prune_accs': accs}
-  return defended, history
+  return Plan(
+      loss_fn=make_masked_ce_loss(inputs.model), start=start,
+      aux={'mask': jnp.asarray(mask)},
+      notes={'pruned': pruned, 'prune_accs': accs},
+      summary=(f'pruned {pruned}/{mask.size} channels of the last layer; '
+               f'clean-subset accuracy {100 * accs[0]:.1f}% -> '
+               f'{100 * accs[min(pruned, len(accs) - 1)]:.1f}%'))

@@ -7,17 +7,19 @@ how NAD's and NBA's teacher is made.
 import ml_collections
 
 from nbajax import training
-from nbajax.defenses.base import DefenseContext, finetune
+from nbajax.defenses.base import DefenseInputs, Plan
 
 
-def defend(ctx: DefenseContext, cfg: ml_collections.ConfigDict):
+def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
   """Cross-entropy fine-tuning of the backdoored model.
 
   Args:
-    ctx: defense inputs.
+    inputs: defense inputs.
     cfg: the defense config (optimizer fields).
 
   Returns:
-    (defended variables, history).
+    The plan: plain cross entropy from the backdoored variables.
   """
-  return finetune(ctx, cfg, training.make_ce_loss(ctx.model))
+  del cfg  # Only its optimizer fields, which `run` reads.
+  return Plan(loss_fn=training.make_ce_loss(inputs.model),
+              start=inputs.variables)

@@ -8,11 +8,10 @@ official code once detached it, which made "NAD" plain fine-tuning.
 """
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from nbajax import losses
-from nbajax.defenses.base import DefenseContext, finetune, layer_betas
+from nbajax.defenses.base import DefenseInputs, Plan, layer_betas
 from nbajax.training import classification_sums
 
 
@@ -34,22 +33,21 @@ def make_nad_loss(model, *, betas: dict[str, float], p: float = 2.0):
     ce = losses.cross_entropy(logits, y)
     at = losses.nad_loss(feats, t_feats, betas=betas, p=p)
     loss = ce + at
-    sums = classification_sums(logits, y, loss)
-    b = jnp.asarray(y.shape[0], jnp.float32)
-    sums.update(ce=ce * b, at=at * b)
+    sums = classification_sums(logits, y, loss, {'ce': ce, 'at': at})
     return loss, (updates['batch_stats'], sums)
 
   return loss_fn
 
 
-def defend(ctx: DefenseContext, cfg: ml_collections.ConfigDict):
+def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
   """NAD with `cfg.nad.layers`, `cfg.nad.betas`, `cfg.nad.p`.
 
   Raises:
     ValueError: without a teacher.
   """
-  if ctx.teacher is None:
+  if inputs.teacher is None:
     raise ValueError('nad needs a teacher (the fine-tuned backdoored model)')
-  betas = layer_betas(cfg.nad, ctx.model_name)
-  loss_fn = make_nad_loss(ctx.model, betas=betas, p=float(cfg.nad.p))
-  return finetune(ctx, cfg, loss_fn, aux=jax.device_get(ctx.teacher))
+  betas = layer_betas(cfg.nad, inputs.model_name)
+  loss_fn = make_nad_loss(inputs.model, betas=betas, p=float(cfg.nad.p))
+  return Plan(loss_fn=loss_fn, start=inputs.variables,
+              aux=jax.device_get(inputs.teacher))

@@ -29,11 +29,10 @@ With weights spatial-only and gamma = lam = kd = 0 this is NAD exactly.
 import functools
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from nbajax import generator, losses
-from nbajax.defenses.base import DefenseContext, finetune, layer_betas
+from nbajax.defenses.base import DefenseInputs, Plan, layer_betas
 from nbajax.training import classification_sums
 
 ALIGN_TO = ('clean', 'pseudo')
@@ -99,22 +98,21 @@ def make_nba_loss(model, cfg: ml_collections.ConfigDict, *,
         logits, feats, t_feats, y, p_logits, p_feats, a_logits, a_feats,
         betas=betas, weights=weights, gamma=gamma, lam=lam, kd_weight=kd,
         temperature=float(cfg.kd_temperature), p=p)
-    sums = classification_sums(logits, y, loss)
-    b = jnp.asarray(y.shape[0], jnp.float32)
-    sums.update({name: value * b for name, value in terms.items()})
+    sums = classification_sums(logits, y, loss, terms)
     return loss, (updates['batch_stats'], sums)
 
   return loss_fn
 
 
-def defend(ctx: DefenseContext, cfg: ml_collections.ConfigDict):
+def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
   """NBA with the fields of `cfg.nba` (see module docstring).
 
   Raises:
     ValueError: without a teacher, or for a bad `cfg.nba` field.
   """
-  if ctx.teacher is None:
+  if inputs.teacher is None:
     raise ValueError('nba needs a teacher (the fine-tuned backdoored model)')
-  betas = layer_betas(cfg.nba, ctx.model_name)
-  loss_fn = make_nba_loss(ctx.model, cfg.nba, betas=betas)
-  return finetune(ctx, cfg, loss_fn, aux=jax.device_get(ctx.teacher))
+  betas = layer_betas(cfg.nba, inputs.model_name)
+  loss_fn = make_nba_loss(inputs.model, cfg.nba, betas=betas)
+  return Plan(loss_fn=loss_fn, start=inputs.variables,
+              aux=jax.device_get(inputs.teacher))

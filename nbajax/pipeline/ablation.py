@@ -22,12 +22,12 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
-from nbajax import report, rundir
-from nbajax.errors import UserError
-from nbajax.report import files as report_files
+from nbajax import atomic, report, rundir
+from nbajax.errors import UserError, closest
 from nbajax.pipeline import attack as attack_job
-from nbajax.pipeline import common, reproduce, validate
+from nbajax.pipeline import common, derive, reproduce, validate
 from nbajax.pipeline import defend as defend_job
+from nbajax.pipeline import defense_setup
 
 ONLY_KEYS = ('attack', 'variant', 'seed')
 
@@ -45,11 +45,14 @@ def apply_changes(defense: ml_collections.ConfigDict, changes: Mapping,
     UserError: naming a field that `defense` does not have, or a dict given
       for a plain field.
   """
+  # Not `lock()` + `ConfigDict.update`, which does the same merge: its errors
+  # print every field of the section and not the path of the bad one.
   for key, value in changes.items():
     path = f'{where}.{key}'
     if key not in defense:
-      raise UserError(f'{path}: the defense config has no field {key!r}; '
-                       f'fields: {sorted(defense.keys())}')
+      raise UserError(f'{path}: the defense config has no field {key!r}'
+                      f'{closest(key, defense.keys())}; fields: '
+                      f'{sorted(defense.keys())}')
     current = defense[key]
     if isinstance(value, Mapping):
       if not isinstance(current, ml_collections.ConfigDict):
@@ -70,9 +73,9 @@ def variant_config(cell_config: ml_collections.ConfigDict, variant: str
   variants = cell_config.ablation.variants
   if variant not in variants:
     raise UserError(f'ablation variant {variant!r} is not in '
-                     f'config.ablation.variants: {sorted(variants.keys())}')
-  c = ml_collections.ConfigDict(cell_config.to_dict())
-  apply_changes(c.defense, common.to_dict(variants[variant]),
+                    f'config.ablation.variants: {sorted(variants.keys())}')
+  c = cell_config.copy_and_resolve_references()
+  apply_changes(c.defense, derive.to_dict(variants[variant]),
                 where=f'config.ablation.variants.{variant}')
   return c
 
@@ -83,10 +86,10 @@ def report_name(ablation_cfg: ml_collections.ConfigDict) -> str:
   Raises:
     UserError: for an empty name, a folder in it or a leading dot.
   """
-  name = str(ablation_cfg.get('report', 'ablation'))
+  name = str(ablation_cfg.report)
   if not name or os.path.basename(name) != name or name.startswith('.'):
     raise UserError(f'config.ablation.report must be a plain file name '
-                     f'(no folder), got {name!r}')
+                    f'(no folder), got {name!r}')
   return name
 
 
@@ -95,9 +98,9 @@ def variant_dir(workdir: str, cell_config: ml_collections.ConfigDict,
                 attack: str) -> str:
   """The grid's defense dir when the variant is that grid cell, else its own.
   """
-  grid = ml_collections.ConfigDict(cell_config.to_dict())
+  grid = cell_config.copy_and_resolve_references()
   grid.defense.name = vcfg.defense.name
-  if common.to_dict(grid.defense) == common.to_dict(vcfg.defense):
+  if derive.to_dict(grid.defense) == derive.to_dict(vcfg.defense):
     return os.path.join(workdir, f'seed{seed}', attack, vcfg.defense.name)
   return os.path.join(workdir, 'ablation', variant, f'seed{seed}', attack)
 
@@ -142,13 +145,13 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
           if reproduce.selected(only_sets, seed=s, attack=att, variant=v)]
   if not plan:
     raise UserError(f'--only {only!r} selects no ablation cell of seeds '
-                     f'{tuple(a.seeds)}, attacks {tuple(a.attacks)}, '
-                     f'variants {tuple(a.run)}')
+                    f'{tuple(a.seeds)}, attacks {tuple(a.attacks)}, '
+                    f'variants {tuple(a.run)}')
   progress = reproduce.Progress(len(plan), log, label='ablation')
   cells, backdoors = [], set()
-  setups: dict[tuple[int, str], defend_job.DefenseSetup] = {}
+  setups: dict[tuple[int, str], defense_setup.DefenseSetup] = {}
   for seed, attack, variant in plan:
-    cfg = reproduce.cell_config(config, attack=attack, seed=seed,
+    cfg = derive.cell_config(config, attack=attack, seed=seed,
                                 workdir=workdir)
     backdoor_dir = os.path.join(workdir, f'seed{seed}', attack, 'backdoor')
     progress.begin(f'seed {seed} | {attack} | {variant}')
@@ -162,7 +165,7 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
     vdir = variant_dir(workdir, cfg, vcfg, variant=variant, seed=seed,
                        attack=attack)
     if not reproduce.finished(vdir) and (seed, attack) not in setups:
-      setups[(seed, attack)] = defend_job.DefenseSetup(vcfg, backdoor_dir,
+      setups[(seed, attack)] = defense_setup.DefenseSetup(vcfg, backdoor_dir,
                                                        log)
     res, seconds = reproduce.run_timed(
         vdir, defend_job.run_defense, vcfg, vdir, backdoor_dir=backdoor_dir,
@@ -170,7 +173,7 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
     progress.end(seconds)
     cell = reproduce.result_cell(res, attack=attack, defense=variant,
                                  seed=seed)
-    cell['variant'] = common.to_dict(a.variants[variant])
+    cell['variant'] = derive.to_dict(a.variants[variant])
     cells.append(cell)
   write_ablation_report(cells, workdir, name=name,
                         title=(f'NBA ablation, {config.data.name} / '
@@ -189,8 +192,8 @@ def write_ablation_report(cells: list[dict[str, Any]], workdir: str, *,
     changes.append(f'| {label} | `{variant}` |')
   text = '\n'.join([f'# {title}', '', table, '', *changes]) + '\n'
   path = os.path.join(workdir, name)
-  report_files.write_text_atomic(f'{path}.md', text)
-  report_files.write_text_atomic(f'{path}.json', report.json_text(cells))
+  atomic.write_text_atomic(f'{path}.md', text)
+  atomic.write_text_atomic(f'{path}.json', report.json_text(cells))
   report.plot_acc_vs_asr(cells, f'{path}.png', title=title)
   log('\n' + table)
   log(f'ablation report in {workdir}: {name}.md, {name}.json, {name}.png')

@@ -9,7 +9,6 @@ Layout of an attack workdir:
     workdir/trigger.png     clean vs triggered test images
 """
 
-import json
 import os
 import time
 from typing import Any, Callable
@@ -17,36 +16,15 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from nbajax import attacks, rundir
+from nbajax import atomic, attacks, rundir
 from nbajax.attacks import figures, poison
 from nbajax.checkpoint import Checkpointer
 from nbajax.errors import UserError
-from nbajax.pipeline import common, evaluate, train, validate
-
-NEEDS_CLEAN_MODEL = ('trojan', 'cl')
-
-
-def attack_params(attack_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-  """`attack.params` merged with the JSON of `attack.params_json`."""
-  params = common.to_dict(attack_cfg.get('params', {})) or {}
-  extra = attack_cfg.get('params_json', '')
-  if extra:
-    try:
-      parsed = json.loads(extra)
-    except json.JSONDecodeError as e:
-      raise UserError(f'attack.params_json is not valid JSON: {e}') from e
-    if not isinstance(parsed, dict):
-      raise UserError(
-          'attack.params_json must be a JSON object of attack parameters, '
-          f'e.g. \'{{"alpha": 0.1}}\', got a JSON {type(parsed).__name__}: '
-          f'{extra}')
-    params.update(parsed)
-  return params
-
+from nbajax.pipeline import common, derive, evaluate, model_runs, validate
 
 def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
   """Eval-mode closure of a clean model: restored or trained in workdir."""
-  given = config.attack.get('clean_model_dir')
+  given = config.attack.clean_model_dir
   source = given or os.path.join(workdir, 'clean')
   log(f'clean model for {config.attack.name}: {source}')
   if given:
@@ -59,7 +37,7 @@ def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
           'point it at a clean model of these settings, or leave it empty to '
           'train one inside the attack run')
   # Reuses a finished run of these settings, trains one otherwise.
-  train.train_clean(config, source, log=log, part_of=workdir)
+  model_runs.clean_model(config, source, log=log, part_of=workdir)
   model = common.build_model(config.model, dataset)
   ckpt = Checkpointer(os.path.join(source, 'checkpoints'))
   variables = jax.device_get(
@@ -80,7 +58,7 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
     UserError: a bad config or workdir, or the workdir in use.
   """
   validate.validate_config(config, job='attack')
-  given = config.attack.get('clean_model_dir')
+  given = config.attack.clean_model_dir
   rundir.check_workdir(workdir, reads=(given,) if given else ())
   with rundir.locked(workdir):
     return _run_attack(config, workdir, overwrite=overwrite,
@@ -98,9 +76,9 @@ def _run_attack(config, workdir, *, overwrite, log):
   t0 = time.time()
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='attack')
-  attack = attacks.get_attack(a.name, **attack_params(a))
+  attack = attacks.get_attack(a.name, **derive.attack_params(a))
   clean_fn = (clean_model_fn(config, workdir, dataset, log)
-              if a.name in NEEDS_CLEAN_MODEL else None)
+              if a.name in derive.NEEDS_CLEAN_MODEL else None)
   result = poison.poison_dataset(
       dataset.x_train, dataset.y_train, attack, rate=float(a.rate),
       target=int(a.target), mode=a.mode, seed=int(a.seed), clean_fn=clean_fn,
@@ -110,8 +88,8 @@ def _run_attack(config, workdir, *, overwrite, log):
   sets = evaluate.make_eval_sets(dataset, result.attack, target=int(a.target),
                                  mode=a.mode)
   spec = attack_spec(config, result)
-  eval_bs = int(config.get('eval_batch_size', 512))
-  model, state, history, _ = train.train_model(
+  eval_bs = int(config.eval_batch_size)
+  model, state, history, _ = model_runs.train_model(
       config, workdir, dataset=dataset, x_train=result.x, y_train=result.y,
       role='backdoored', fingerprint_=fp, extra_meta={'attack': spec},
       eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs), log=log)
@@ -123,8 +101,8 @@ def _run_attack(config, workdir, *, overwrite, log):
              'dataset': dataset.name, 'model': config.model.name, **final,
              'poisoned': int(len(result.indices)), 'history': history,
              'wall_seconds': time.time() - t0,
-             'config': common.to_dict(config), 'attack_spec': spec}
-  common.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
+             'config': derive.to_dict(config), 'attack_spec': spec}
+  atomic.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
   log(f'{a.name}: ACC {100 * final["acc"]:.2f}%  ASR {100 * final["asr"]:.2f}%'
       f'  RA {100 * final["ra"]:.2f}%  ({results["wall_seconds"]:.0f}s)')
   return results
@@ -138,11 +116,6 @@ def attack_spec(config, result: poison.PoisonResult) -> dict[str, Any]:
           'poisoned': int(len(result.indices)),
           'indices_sha256': poison.indices_hash(result.indices),
           'cross': int(len(result.cross_indices))}
-
-
-def attack_from_spec(spec: dict[str, Any]):
-  """The prepared attack of a saved spec."""
-  return attacks.attack_from_config(spec['attack'])
 
 
 def save_trigger_figure(sets: evaluate.EvalSets, path: str, *, title: str,

@@ -14,34 +14,19 @@ import nbajax
 from nbajax import data as data_lib
 from nbajax import models
 from nbajax import rundir
+from nbajax.atomic import json_default
+from nbajax.pipeline.derive import to_dict
 from nbajax.checkpoint import Checkpointer
 from nbajax.errors import UserError
 
 RESULTS_FILE = rundir.RESULTS_FILE
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-  """A ConfigDict (or dict) as plain JSON-able Python."""
-  if isinstance(config, ml_collections.ConfigDict):
-    config = config.to_dict()
-  return json.loads(json.dumps(config, default=_json_default))
-
-
-def _json_default(obj):
-  if isinstance(obj, (np.integer,)):
-    return int(obj)
-  if isinstance(obj, (np.floating,)):
-    return float(obj)
-  if isinstance(obj, (np.ndarray, tuple)):
-    return list(obj)
-  raise TypeError(f'not JSON-serializable: {type(obj).__name__}')
-
-
 def fingerprint(*parts: Any) -> str:
   """Stable short hash of JSON-able parts (identifies a run's settings)."""
   blob = json.dumps([to_dict(p) if isinstance(p, ml_collections.ConfigDict)
                      else p for p in parts], sort_keys=True,
-                    default=_json_default)
+                    default=json_default)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -56,18 +41,18 @@ def training_fingerprint(config: ml_collections.ConfigDict, *tail: Any) -> str:
 def load_data(data_cfg: ml_collections.ConfigDict) -> 'data_lib.Dataset':
   """The data set a config names (`digits`, `npz` with a path, TFDS)."""
   kwargs = {}
-  if data_cfg.get('path'):
+  if data_cfg.path:
     kwargs['path'] = os.path.expanduser(data_cfg.path)
-  if data_cfg.get('data_dir'):
+  if data_cfg.data_dir:
     kwargs['data_dir'] = os.path.expanduser(data_cfg.data_dir)
-  return data_lib.load_dataset(data_cfg.name, seed=data_cfg.get('split_seed', 0),
+  return data_lib.load_dataset(data_cfg.name, seed=data_cfg.split_seed,
                                **kwargs)
 
 
 def build_model(model_cfg: ml_collections.ConfigDict,
                 dataset: 'data_lib.Dataset'):
   """The model of a config, normalized with the data set's statistics."""
-  if model_cfg.get('normalize', True):
+  if model_cfg.normalize:
     return models.get_model(model_cfg.name, dataset.num_classes,
                             mean=tuple(dataset.mean), std=tuple(dataset.std))
   return models.get_model(model_cfg.name, dataset.num_classes)
@@ -108,22 +93,6 @@ def restore_variables_of(ckpt: Checkpointer, model, dataset,
                          step: int | None = None) -> Any:
   """The model variables of a checkpoint, validated against `model`."""
   return ckpt.restore_variables(variables_template(model, dataset), step)
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Writes JSON atomically (temporary file, then rename)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def read_json(path: str) -> Any:
-  """Reads a JSON file (UserError naming it when it is not JSON)."""
-  return rundir.read_results(path)
 
 
 def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,

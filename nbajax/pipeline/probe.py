@@ -20,15 +20,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nbajax import generator, losses, rundir
+from nbajax import atomic, generator, losses, rundir
 from nbajax.attacks import poison
 from nbajax.defenses.base import layer_betas
 from nbajax.defenses.nba import behavior_weights
 from nbajax.errors import UserError
 from nbajax.pipeline import common, validate
-from nbajax.pipeline import defend as defend_job
+from nbajax.pipeline import defense_setup
 from nbajax.report import tables
-from nbajax.report import files as report_files
 
 
 def _rates(fn: Callable, x: jax.Array, want: jax.Array) -> float:
@@ -47,7 +46,7 @@ def _check_probe_args(config, *, eps, steps, images, batch_size) -> None:
   for name, value in (('images', images), ('batch_size', batch_size)):
     if isinstance(value, bool) or int(value) != value or value < 1:
       raise UserError(f'{name} must be an int >= 1, got {value!r}')
-  as_nba = ml_collections.ConfigDict(config.to_dict())
+  as_nba = config.copy_and_resolve_references()
   as_nba.defense.name = 'nba'  # The probe uses NBA's generator settings.
   validate.validate_config(as_nba, job='defend')
 
@@ -88,7 +87,7 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
     rundir.check_workdir(workdir, reads=(backdoor_dir,))
   log = log or common.logger('probe')
   nba = config.defense.nba
-  setup = defend_job.DefenseSetup(config, backdoor_dir, log)
+  setup = defense_setup.DefenseSetup(config, backdoor_dir, log)
   teacher = setup.teacher()
   apply = setup.model.apply
   student_fn = lambda z: apply(setup.variables, z, train=False)
@@ -161,8 +160,8 @@ def _write(rows, workdir: str, *, attack: str) -> None:
 
 
 def _write_files(rows, workdir: str, *, attack: str) -> None:
-  common.write_json(os.path.join(workdir, 'probe.json'), rows)
-  report_files.write_text_atomic(
+  atomic.write_json(os.path.join(workdir, 'probe.json'), rows)
+  atomic.write_text_atomic(
       os.path.join(workdir, 'probe.md'),
       f'# Pseudo samples on {attack}: fraction sent to the target (%)\n\n'
       + probe_table(rows) + '\n')

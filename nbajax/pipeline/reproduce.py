@@ -27,8 +27,9 @@ from nbajax import losses, report, training
 from nbajax import rundir
 from nbajax.errors import UserError, closest
 from nbajax.pipeline import attack as attack_job
-from nbajax.pipeline import common, validate
+from nbajax.pipeline import common, derive, validate
 from nbajax.pipeline import defend as defend_job
+from nbajax.pipeline import defense_setup
 
 ONLY_KEYS = ('attack', 'defense', 'seed')
 
@@ -67,27 +68,6 @@ def parse_only(text: str, *, keys: tuple[str, ...] = ONLY_KEYS,
 def selected(only: dict[str, set[str]], **cell: Any) -> bool:
   """Whether a cell passes a `parse_only` filter."""
   return all(str(v) in only[k] for k, v in cell.items() if k in only)
-
-
-def cell_config(config: ml_collections.ConfigDict, *, attack: str,
-                seed: int, workdir: str) -> ml_collections.ConfigDict:
-  """The config of one (attack, seed): grid overrides applied."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.seed = seed
-  c.attack.name = attack
-  c.attack.seed = seed
-  c.defense.clean_seed = seed
-  c.attack.clean_model_dir = os.path.join(workdir, f'seed{seed}', 'clean')
-  override = config.grid.get('attack_overrides', {}).get(attack, None)
-  if override:
-    over = common.to_dict(override)
-    c.attack.params = ml_collections.ConfigDict(over.pop('params', {}))
-    for key, value in over.items():
-      if key not in c.attack:
-        raise UserError(f'grid.attack_overrides.{attack}.{key} is not an '
-                         f'attack field; fields: {sorted(c.attack.keys())}')
-      c.attack[key] = value
-  return c
 
 
 class Progress:
@@ -179,7 +159,7 @@ def _run_grid(config, workdir, only_sets, *, log):
 
 
 def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
-  cfg = cell_config(config, attack=attack, seed=seed, workdir=workdir)
+  cfg = derive.cell_config(config, attack=attack, seed=seed, workdir=workdir)
   base = os.path.join(workdir, f'seed{seed}', attack)
   backdoor_dir = os.path.join(base, 'backdoor')
   label = f'seed {seed} | {attack}'
@@ -192,12 +172,12 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
     cells.append(result_cell(bd, attack=attack, defense='none', seed=seed))
   setup = None
   for name in [d for d in defenses if d != 'none']:
-    dcfg = ml_collections.ConfigDict(cfg.to_dict())
+    dcfg = cfg.copy_and_resolve_references()
     dcfg.defense.name = name
     progress.begin(f'{label} | {name}')
     dwork = os.path.join(base, name)
     if setup is None and not finished(dwork):
-      setup = defend_job.DefenseSetup(dcfg, backdoor_dir, log)
+      setup = defense_setup.DefenseSetup(dcfg, backdoor_dir, log)
     res, seconds = run_timed(dwork, defend_job.run_defense, dcfg, dwork,
                               backdoor_dir=backdoor_dir, log=log, setup=setup)
     progress.end(seconds)
@@ -235,7 +215,7 @@ def write_report(config, workdir: str, cells: list[dict[str, Any]], *,
   report.write_results(cells, workdir, title=title)
   report.plot_acc_vs_asr(cells, os.path.join(workdir, 'acc_vs_asr.png'))
   report.plot_curves(cells, workdir)
-  if config.grid.get('attention_maps', True):
+  if config.grid.attention_maps:
     attention_figure(config, workdir, cells, log=log)
   log('\n' + report.markdown_table(cells))
   log(f'report in {workdir}: results.md, results.csv, results.json, *.png')
@@ -248,8 +228,8 @@ def attention_figure(config, workdir: str, cells, *, log) -> None:
   seed, attack = cell['seed'], cell['attack']
   base = os.path.join(workdir, f'seed{seed}', attack)
   try:
-    cfg = cell_config(config, attack=attack, seed=seed, workdir=workdir)
-    setup = defend_job.DefenseSetup(cfg, os.path.join(base, 'backdoor'), log)
+    cfg = derive.cell_config(config, attack=attack, seed=seed, workdir=workdir)
+    setup = defense_setup.DefenseSetup(cfg, os.path.join(base, 'backdoor'), log)
   except (FileNotFoundError, ValueError) as e:
     log(f'attention maps skipped: {e}')
     return

@@ -34,6 +34,7 @@ from nbajax.attacks import poison
 from nbajax.data import clean_subset_indices
 from nbajax.defenses import nba as nba_lib
 from nbajax.errors import UserError
+from nbajax.pipeline import derive
 
 JOBS = ('train', 'attack', 'defend', 'grid')
 _REQUIRED = object()
@@ -99,9 +100,9 @@ def validate_against_data(config: ml_collections.ConfigDict, dataset, *,
 
 def _check_run(config) -> None:
   _int(config, 'seed', low=0)
-  _int(config, 'eval_every', low=1, default=1)
-  _int(config, 'eval_batch_size', low=1, default=512)
-  _int(config, 'keep_checkpoints', low=1, default=2)
+  _int(config, 'eval_every', low=1)
+  _int(config, 'eval_batch_size', low=1)
+  _int(config, 'keep_checkpoints', low=1)
 
 
 def _check_data(config) -> None:
@@ -114,11 +115,11 @@ def _check_data(config) -> None:
     path = _get(config, 'data.path', default='')
     if not path:
       raise UserError("config.data.path must name the .npz file when "
-                       "config.data.name='npz'")
+                      "config.data.name='npz'")
     full = os.path.expanduser(path)
     if not os.path.isfile(full):
       raise UserError(f'config.data.path={path!r}: no such file (looked at '
-                       f'{os.path.abspath(full)})')
+                      f'{os.path.abspath(full)})')
 
 
 def _check_model(config) -> None:
@@ -134,15 +135,15 @@ def _check_optimizer(config, section: str) -> None:
   _number(config, f'{section}.weight_decay', low=0.0)
   schedule = _choice(config, f'{section}.schedule', training.SCHEDULES)
   if schedule == 'step':
-    for b in _get(config, f'{section}.boundaries', default=()):
+    for b in _get(config, f'{section}.boundaries'):
       if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0:
         raise UserError(f'config.{section}.boundaries must be epochs (ints '
-                         '>= 0), got '
-                         f'{_get(config, f"{section}.boundaries")!r}')
-    _number(config, f'{section}.decay', low=0.0, low_open=True, default=0.1)
-  _choice(config, f'{section}.loop', training.LOOPS, default='auto')
-  _int(config, f'{section}.crop_padding', low=0, default=0)
-  _int(config, f'{section}.cutout', low=0, default=0)
+                        '>= 0), got '
+                        f'{_get(config, f"{section}.boundaries")!r}')
+    _number(config, f'{section}.decay', low=0.0, low_open=True)
+  _choice(config, f'{section}.loop', training.LOOPS)
+  _int(config, f'{section}.crop_padding', low=0)
+  _int(config, f'{section}.cutout', low=0)
 
 
 def _check_attack(config) -> None:
@@ -154,15 +155,14 @@ def _check_attack(config) -> None:
   _int(config, 'attack.seed', low=0)
   if attacks.attack_class(name).clean_label and mode != 'all-to-one':
     raise UserError(f"config.attack.mode={mode!r}: clean-label attack "
-                     f"{name!r} supports only 'all-to-one'")
+                    f"{name!r} supports only 'all-to-one'")
   _build_attack(config)
 
 
 def _build_attack(config):
   """The configured attack, built by `nbajax.attacks` (its own checks)."""
-  from nbajax.pipeline import attack as attack_job  # Cycle: it imports us.
   with _prefixed('config.attack.params'):
-    params = attack_job.attack_params(config.attack)
+    params = derive.attack_params(config.attack)
     return attacks.get_attack(config.attack.name, **params)
 
 
@@ -171,7 +171,7 @@ def _check_defense(config, names: Sequence[str]) -> None:
   _number(config, 'defense.clean_fraction', low=0.0, high=1.0, low_open=True)
   _int(config, 'defense.clean_seed', low=0)
   _check_optimizer(config, 'defense')
-  _int(config, 'defense.eval_every', low=1, default=1)
+  _int(config, 'defense.eval_every', low=1)
   if any(n in defenses.NEEDS_TEACHER for n in names):
     _check_optimizer(config, 'defense.teacher')
   if 'fp' in names:
@@ -199,7 +199,7 @@ def _check_nba(config) -> None:
   eps = _get(config, f'{s}.eps')
   if _is_number(eps) and eps > 1:
     raise UserError(f'config.{s}.eps must be in [0, 1] (units of [0, 1] '
-                     f'pixels), got {eps}: did you mean {eps:g}/255?')
+                    f'pixels), got {eps}: did you mean {eps:g}/255?')
   _number(config, f'{s}.eps', low=0.0, high=1.0)
   _number(config, f'{s}.alpha', low=0.0)
   _int(config, f'{s}.steps', low=0)
@@ -211,7 +211,7 @@ def _check_nba(config) -> None:
   _choice(config, f'{s}.generator_target', generator.TARGETS)
   _choice(config, f'{s}.align_to', nba_lib.ALIGN_TO)
   _choice(config, f'{s}.pseudo_bn', nba_lib.PSEUDO_BN)
-  if not isinstance(_get(config, f'{s}.random_start', default=True), bool):
+  if not isinstance(_get(config, f'{s}.random_start'), bool):
     raise UserError(f'config.{s}.random_start must be True or False')
 
 
@@ -221,11 +221,11 @@ def _check_behavior_weights(config) -> None:
   items = dict(weights.items()) if hasattr(weights, 'items') else None
   if not items:
     raise UserError(f'{field} must map behavior kinds '
-                     f'{losses.BEHAVIOR_KINDS} to weights, got {weights!r}')
+                    f'{losses.BEHAVIOR_KINDS} to weights, got {weights!r}')
   for kind, value in items.items():
     if kind not in losses.BEHAVIOR_KINDS:
       raise UserError(f'{field}.{kind}: unknown behavior kind; allowed: '
-                       f'{list(losses.BEHAVIOR_KINDS)}')
+                      f'{list(losses.BEHAVIOR_KINDS)}')
     if not _is_number(value) or not value >= 0:
       raise UserError(f'{field}.{kind} must be a number >= 0, got {value!r}')
   if not any(v > 0 for v in items.values()):
@@ -233,7 +233,6 @@ def _check_behavior_weights(config) -> None:
 
 
 def _check_grid(config) -> None:
-  from nbajax.pipeline import reproduce  # Cycle: it imports us.
   attack_names = _names(config, 'grid.attacks', attacks.ATTACK_NAMES,
                         allow_empty=False)
   defense_names = _names(config, 'grid.defenses', defenses.DEFENSE_NAMES,
@@ -243,18 +242,18 @@ def _check_grid(config) -> None:
       isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
       for s in seeds):
     raise UserError(f'config.grid.seeds must be a non-empty list of ints '
-                     f'>= 0, got {seeds!r}')
-  overrides = _get(config, 'grid.attack_overrides', default={}) or {}
+                    f'>= 0, got {seeds!r}')
+  overrides = _get(config, 'grid.attack_overrides')
   for key in overrides.keys():
     if key not in attacks.ATTACK_NAMES:
       raise UserError(f'config.grid.attack_overrides.{key}: unknown attack; '
-                       f'allowed: {list(attacks.ATTACK_NAMES)}')
+                      f'allowed: {list(attacks.ATTACK_NAMES)}')
   for name in attack_names:
     # The cell's attack fields are the overrides applied to config.attack.
     where = (f'config.grid.attack_overrides.{name}' if name in overrides
              else f'grid attack {name!r}')
     with _prefixed(where):
-      cell = reproduce.cell_config(config, attack=name, seed=int(seeds[0]),
+      cell = derive.cell_config(config, attack=name, seed=int(seeds[0]),
                                    workdir='')
       _check_attack(cell)
   _check_defense(config, defense_names)
@@ -353,7 +352,7 @@ def _get(config, path: str, *, default: Any = _REQUIRED) -> Any:
       return default
     else:
       raise UserError(f'config.{path} is missing (see '
-                       'experiments/configs/base.py for every field)')
+                      'experiments/configs/base.py for every field)')
   return node
 
 
@@ -402,7 +401,7 @@ def _choice(config, path: str, allowed: Sequence[str], *,
   value = _get(config, path, default=default)
   if value not in allowed:
     raise UserError(f'config.{path}={value!r} is not allowed; allowed: '
-                     f'{list(allowed)}')
+                    f'{list(allowed)}')
   return value
 
 
@@ -411,11 +410,11 @@ def _names(config, path: str, allowed: Sequence[str], *,
   values = _get(config, path)
   if not _is_sequence(values) or (not values and not allow_empty):
     raise UserError(f'config.{path} must be a non-empty list of names from '
-                     f'{list(allowed)}, got {values!r}')
+                    f'{list(allowed)}, got {values!r}')
   for v in values:
     if v not in allowed:
       raise UserError(f'config.{path}: {v!r} is not allowed; allowed: '
-                       f'{list(allowed)}')
+                      f'{list(allowed)}')
   return tuple(values)
 
 

@@ -12,7 +12,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nbajax.report import files
+from nbajax import atomic
 
 DPI = 120
 # Readable at the size a paper or a screen shows these PNGs.
@@ -45,5 +45,5 @@ def save_png(fig: Figure, path: str) -> str:
   Returns:
     `path`.
   """
-  return files.write_atomic(
+  return atomic.write_atomic(
       path, lambda f: fig.savefig(f, format='png', dpi=DPI))

@@ -1,16 +1,15 @@
-"""Atomic writing of a grid's results: results.json, results.csv, results.md.
+"""A grid's results: results.json, results.csv, results.md (and plots).
 
-Every file is written to a temporary file in the same folder and moved into
-place with `os.replace`, so a reader (or a crash) never sees half a file and
-an older complete file survives a failed write.
+Every file is written by `nbajax.atomic` (temporary file, then rename), so
+a reader, or a crash, never sees half a file and an older complete file
+survives a failed write.
 """
 
-from collections.abc import Callable, Iterable, Mapping
-import contextlib
+from collections.abc import Iterable, Mapping
 import os
-import tempfile
-from typing import Any, BinaryIO
+from typing import Any
 
+from nbajax.atomic import write_text_atomic
 from nbajax.report import cells as cells_lib
 from nbajax.report import claim
 from nbajax.report import tables
@@ -18,11 +17,6 @@ from nbajax.report import tables
 RESULTS_JSON = 'results.json'
 RESULTS_CSV = 'results.csv'
 RESULTS_MD = 'results.md'
-
-# mkstemp makes 0600 files; results are shared, so give them the mode a plain
-# open() would (read once: os.umask can only be read by setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 DER_FORMULA = ('DER = (max(0, ASR_before − ASR_after) − '
                'max(0, ACC_before − ACC_after) + 1) / 2')
@@ -46,37 +40,6 @@ defense; {missing} means not available.
   of the same attack and seed (50 % means no change, higher is better):
   {der}.
 """.format(missing=tables.MISSING, der=DER_FORMULA)
-
-
-def write_atomic(path: str, write: Callable[[BinaryIO], Any]) -> str:
-  """Calls `write(file)` on a temporary file, then renames it to `path`.
-
-  Args:
-    path: destination; its folder must exist.
-    write: writes the content to the binary file object it gets.
-
-  Returns:
-    `path`.
-  """
-  folder, name = os.path.split(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp', dir=folder)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(tmp)
-    raise
-  return path
-
-
-def write_text_atomic(path: str, text: str) -> str:
-  """Writes UTF-8 text atomically; returns `path`."""
-  return write_atomic(path, lambda f: f.write(text.encode('utf-8')))
 
 
 def _section(cells, heading: str, *, spread: str) -> list[str]:

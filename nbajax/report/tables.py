@@ -13,8 +13,8 @@ import io
 import json
 from typing import Any
 
-import numpy as np
 
+from nbajax.atomic import json_default
 from nbajax.report import cells as cells_lib
 
 METRIC_LABELS = {'acc': 'ACC', 'acc_nontarget': 'ACC (non-target)',
@@ -177,21 +177,10 @@ def csv_text(cells: Iterable[Mapping[str, Any]]) -> str:
   return out.getvalue()
 
 
-def _json_default(obj: Any) -> Any:
-  """NumPy scalars and arrays as Python numbers and lists."""
-  if isinstance(obj, np.generic):
-    return obj.item()
-  if isinstance(obj, np.ndarray):
-    return obj.tolist()
-  if isinstance(obj, tuple):
-    return list(obj)
-  raise TypeError(f'not JSON-serializable: {type(obj).__name__}')
-
-
 def json_text(cells: Iterable[Mapping[str, Any]]) -> str:
   """All cells as given, as a JSON list (NumPy values become Python ones).
 
   NaN stays NaN (Python's json reads it back); history of a diverged run may
   hold one.
   """
-  return json.dumps(list(cells), indent=1, default=_json_default) + '\n'
+  return json.dumps(list(cells), indent=1, default=json_default) + '\n'

@@ -7,22 +7,28 @@ cutout and loop. Training from scratch and every defense read them here,
 so a field means the same thing everywhere.
 """
 
+import logging
 from typing import Any, Callable
 
+import jax
+import numpy as np
 import optax
 
+from nbajax.checkpoint import Checkpointer
 from nbajax.data import augment as augment_images
+from nbajax.training.fit import fit
 from nbajax.training.loop import Trainer
 from nbajax.training.optim import make_optimizer, make_schedule
+from nbajax.training.state import create_train_state
 from nbajax.training.steps import LossFn
 
 
 def augment_fn(cfg: Any) -> Callable | None:
   """On-device augmentation from `crop_padding`, `flip`, `cutout` (None
   when all are off)."""
-  pad = int(cfg.get('crop_padding', 0))
-  flip = bool(cfg.get('flip', False))
-  cut = int(cfg.get('cutout', 0))
+  pad = int(cfg.crop_padding)
+  flip = bool(cfg.flip)
+  cut = int(cfg.cutout)
   if not (pad or flip or cut):
     return None
   return lambda x, key: augment_images(x, key, crop_padding=pad, flip=flip,
@@ -33,7 +39,7 @@ def trainer(loss_fn: LossFn, cfg: Any) -> Trainer:
   """A Trainer over all devices with the section's batch, augmentation and
   loop."""
   return Trainer(loss_fn, batch_size=int(cfg.batch_size),
-                 augment_fn=augment_fn(cfg), loop=cfg.get('loop', 'auto'))
+                 augment_fn=augment_fn(cfg), loop=cfg.loop)
 
 
 def optimizer(cfg: Any, *, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -41,8 +47,53 @@ def optimizer(cfg: Any, *, steps_per_epoch: int) -> optax.GradientTransformation
   schedule = make_schedule(
       lr=float(cfg.lr), schedule=cfg.schedule,
       steps_per_epoch=steps_per_epoch, epochs=int(cfg.epochs),
-      boundaries=tuple(cfg.get('boundaries', ())),
-      decay=float(cfg.get('decay', 0.1)))
+      boundaries=tuple(cfg.boundaries),
+      decay=float(cfg.decay))
   return make_optimizer(schedule, momentum=float(cfg.momentum),
                         nesterov=bool(cfg.nesterov),
                         weight_decay=float(cfg.weight_decay))
+
+
+def finetune(model: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray,
+             cfg: Any, *, key: jax.Array, loss_fn: LossFn, aux: Any = None,
+             checkpointer: Checkpointer | None = None,
+             meta: dict[str, Any] | None = None,
+             eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
+             log: Callable[[str], None] = logging.info,
+             name: str = 'finetune', eval_every: int = 1
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """Trains `start` with `loss_fn` on (x, y) for the section's epochs.
+
+  The training side of every defense (`nbajax.defenses.run`): optimizer,
+  augmentation and loop from `cfg`, per-epoch checkpoints and resume from
+  `checkpointer`, evaluation and progress lines.
+
+  Args:
+    model: the linen module.
+    start: `{'params', 'batch_stats'}` to start from.
+    x: uint8 [N, H, W, C] images; y: int [N] labels.
+    cfg: an optimizer section (epochs, lr, ...).
+    key: base PRNG key of the run.
+    loss_fn: `(params, batch_stats, x, y, key, aux) -> (loss, (bs, sums))`.
+    aux: passed to every step (teacher variables, masks).
+    checkpointer: where each epoch is saved (None: nowhere).
+    meta: JSON metadata saved with each step.
+    eval_fn: `(apply_fn, variables) -> metrics` after each epoch.
+    log: progress sink.
+    name: label of the progress lines.
+    eval_every: epochs between `eval_fn` calls (the last epoch always).
+
+  Returns:
+    (trained variables on the host, per-epoch history).
+  """
+  runner = trainer(loss_fn, cfg)
+  tx = optimizer(cfg, steps_per_epoch=runner.steps_per_epoch(len(x)))
+  state = create_train_state(model, tx, key, tuple(x.shape[1:]),
+                             variables=start)
+  evaluate = ((lambda s: eval_fn(model.apply, s.variables))
+              if eval_fn else None)
+  state, history = fit(
+      state, x, y, trainer=runner, epochs=int(cfg.epochs), key=key, aux=aux,
+      checkpointer=checkpointer, meta=meta, eval_fn=evaluate, log=log,
+      name=name, eval_every=eval_every)
+  return jax.device_get(state.variables), history

@@ -30,25 +30,35 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def classification_sums(
-    logits: jax.Array, labels: jax.Array, loss: jax.Array
+    logits: jax.Array, labels: jax.Array, loss: jax.Array,
+    terms: dict[str, jax.Array] | None = None,
 ) -> dict[str, jax.Array]:
-  """Batch sums of the loss, correct predictions and examples.
+  """Batch sums of the loss, its terms, correct predictions and examples.
+
+  The one bookkeeping of every loss function: the epoch loop adds these
+  sums over batches and divides once (`epoch_metrics`).
 
   Args:
     logits: [B, K].
     labels: int [B].
     loss: scalar batch-mean loss.
+    terms: named scalar batch-mean parts of the loss (e.g. 'ce', 'at'),
+      summed the same way and logged per epoch.
 
   Returns:
-    {'loss': loss * B, 'correct': int, 'seen': B} (float32 scalars).
+    {'loss': loss * B, 'correct': int, 'seen': B, **{term: term * B}}
+    (float32 scalars).
   """
   b = labels.shape[0]
   correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-  return {
+  sums = {
       'loss': loss * b,
       'correct': correct.astype(jnp.float32),
       'seen': jnp.asarray(b, jnp.float32),
   }
+  weight = jnp.asarray(b, jnp.float32)
+  sums.update({name: value * weight for name, value in (terms or {}).items()})
+  return sums
 
 
 def make_ce_loss(model: nn.Module) -> LossFn:

@@ -1,0 +1,136 @@
+"""Models trained from scratch in a run directory, for the jobs that need one.
+
+`train_model` trains `config.model` on given arrays (clean or poisoned) with
+per-epoch checkpoints and resume; `clean_model` is the whole clean-model run
+(checks, lock, reuse, train, evaluate, results.json), used by the train job
+and by the attack job for the clean model Trojan and CL need.
+"""
+
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from nbajax import atomic, rundir, training
+from nbajax.training import from_config
+from nbajax.pipeline import common, evaluate, validate
+
+
+def train_model(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    dataset,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    role: str,
+    fingerprint_: str,
+    extra_meta: dict[str, Any] | None = None,
+    eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
+    log: Callable[[str], None] | None = None,
+):
+  """Trains `config.model` on (x_train, y_train) with `config.train`.
+
+  Checkpoints every epoch to `workdir/checkpoints` and resumes from there.
+
+  Args:
+    config: full experiment config (`seed`, `model`, `train`, ...).
+    workdir: run directory.
+    dataset: the source Dataset (metadata, normalization).
+    x_train: uint8 [N,H,W,C] training images (possibly poisoned).
+    y_train: int [N] labels.
+    role: 'clean' or 'backdoored' (goes into the metadata).
+    fingerprint_: identifies the run's settings; a checkpoint of another
+      fingerprint in `workdir` is refused instead of resumed.
+    extra_meta: more JSON metadata (the attack spec, ...).
+    eval_fn: `(apply_fn, variables) -> metrics` after every epoch.
+    log: progress sink.
+
+  Returns:
+    (model, final TrainState, history, metadata).
+  """
+  log = log or common.logger(role)
+  opt = config.train
+  model = common.build_model(config.model, dataset)
+  trainer = from_config.trainer(training.make_ce_loss(model), opt)
+  tx = from_config.optimizer(
+      opt, steps_per_epoch=trainer.steps_per_epoch(len(x_train)))
+  key = jax.random.key(int(config.seed))
+  init_key, run_key = jax.random.split(key)
+  state = training.create_train_state(model, tx, init_key,
+                                      tuple(x_train.shape[1:]))
+  meta = common.base_meta(config=config, dataset=dataset,
+                          model_name=config.model.name, role=role,
+                          fingerprint_=fingerprint_, extra=extra_meta)
+  ckpt = common.checkpointer(workdir, keep=int(config.keep_checkpoints))
+  evaluate = (lambda s: eval_fn(model.apply, s.variables)) if eval_fn else None
+  state, history = training.fit(
+      state, x_train, y_train, trainer=trainer, epochs=int(opt.epochs),
+      key=run_key, checkpointer=ckpt, meta=meta, eval_fn=evaluate, log=log,
+      name=role, eval_every=int(config.eval_every))
+  ckpt.close()
+  return model, state, history, meta
+
+
+def clean_model(config: ml_collections.ConfigDict, workdir: str, *,
+                overwrite: bool = False,
+                log: Callable[[str], None] | None = None,
+                part_of: str | None = None) -> dict[str, Any]:
+  """A clean model run: reused when finished, trained and evaluated if not.
+
+  Args:
+    config: experiment config.
+    workdir: run directory; a finished run of the same config is reused.
+    overwrite: start over even when `workdir` holds a finished run.
+    log: progress sink.
+    part_of: the run this clean model belongs to (an attack run keeps the
+      clean model Trojan and CL need inside its own workdir).
+
+  Returns:
+    The results dict written to `workdir/results.json`.
+
+  Raises:
+    UserError: a bad config or workdir, or the workdir in use.
+  """
+  validate.validate_config(config, job='train')
+  rundir.check_workdir(workdir, part_of=part_of)
+  with rundir.locked(workdir):
+    return _clean_model(config, workdir, overwrite=overwrite,
+                        log=log or common.logger('train'))
+
+
+def _clean_model(config, workdir, *, overwrite, log):
+  fp = common.training_fingerprint(config, 'clean')
+  done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
+                               label='clean-model')
+  if done is not None:
+    return done
+  t0 = time.time()
+  dataset = common.load_data(config.data)
+  validate.validate_against_data(config, dataset, job='train')
+  eval_bs = int(config.eval_batch_size)
+
+  eval_fn = evaluate.eval_callback(evaluate.make_eval_sets(dataset),
+                                   batch_size=eval_bs)
+  _, state, history, meta = train_model(
+      config, workdir, dataset=dataset, x_train=dataset.x_train,
+      y_train=dataset.y_train, role='clean', fingerprint_=fp,
+      eval_fn=eval_fn, log=log)
+  results = {
+      'fingerprint': fp,
+      'role': 'clean',
+      'dataset': dataset.name,
+      'model': config.model.name,
+      'test_acc': history[-1]['test_acc'],
+      'epochs': len(history),
+      'history': history,
+      'wall_seconds': time.time() - t0,
+      'config': meta['config'],
+  }
+  atomic.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
+  log(f'test accuracy {100 * results["test_acc"]:.2f}% '
+      f'({results["wall_seconds"]:.0f}s); results in {workdir}')
+  return results
