@@ -37,6 +37,16 @@ class _QuietLibraries(std_logging.Filter):
 
 DEFAULT_CONFIG = 'experiments/configs/digits.py'
 
+# JAX's persistent compilation cache: a grid compiles each step once per
+# shape, not once per cell and run. JAX's own variable wins when set.
+DEFAULT_CACHE = os.environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.join(
+    os.environ.get('XDG_CACHE_HOME') or os.path.join('~', '.cache'),
+    'nbajax', 'jax')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', DEFAULT_CACHE,
+    'Directory of JAX\'s persistent compilation cache (compiled steps are '
+    'reused across runs and cells); empty to turn it off.')
+
 
 def define_run_flags(default_workdir: str | None, *,
                      overwrite: bool = True) -> tuple[Any, Any, Any]:
@@ -50,18 +60,26 @@ def define_run_flags(default_workdir: str | None, *,
     (config, workdir, overwrite) flag holders; overwrite is None when not
     defined.
   """
-  # ml_collections applies --config.a.b=V while defining the flag and
-  # answers a mistyped field with a long traceback: name it first.
-  problem = override_problem(sys.argv)
-  if problem:
-    exit_usage(problem)
-  config = config_flags.DEFINE_config_file(
-      'config', DEFAULT_CONFIG, 'Experiment config file.', lock_config=True)
+  config = define_config_flag(DEFAULT_CONFIG)
   workdir = flags.DEFINE_string('workdir', default_workdir, 'Run directory.')
   over = (flags.DEFINE_bool('overwrite', False,
                             'Start over in a workdir holding a finished run.')
           if overwrite else None)
   return config, workdir, over
+
+
+def define_config_flag(default: str) -> Any:
+  """--config (a config file, `default` unless given) and its overrides.
+
+  ml_collections applies `--config.a.b=V` while defining the flag and
+  answers a mistyped field with a long traceback, so the command line is
+  checked first (`override_problem`) and a mistake ends in one line.
+  """
+  problem = override_problem(sys.argv, default=default)
+  if problem:
+    exit_usage(problem)
+  return config_flags.DEFINE_config_file(
+      'config', default, 'Experiment config file.', lock_config=True)
 
 
 def grid_main(job_name: str, example: str) -> Callable[[list[str]], None]:
@@ -112,15 +130,15 @@ def exit_usage(message: str) -> NoReturn:
   raise SystemExit(2)
 
 
-def _config_path(argv: list[str]) -> str:
-  """The --config file named in `argv` (the default when none is)."""
+def _config_path(argv: list[str], default: str = DEFAULT_CONFIG) -> str:
+  """The --config file named in `argv` (`default` when none is)."""
   for i, arg in enumerate(argv):
     match = re.match(r'^--?config(=(.*))?$', arg)
     if match:
       value = match.group(2) if match.group(1) else (
           argv[i + 1] if i + 1 < len(argv) else '')
       return value.split(':', 1)[0]
-  return DEFAULT_CONFIG
+  return default
 
 
 def _field_paths(config: ml_collections.ConfigDict, prefix: str = ''
@@ -133,17 +151,19 @@ def _field_paths(config: ml_collections.ConfigDict, prefix: str = ''
   return paths
 
 
-def override_problem(argv: list[str]) -> str | None:
+def override_problem(argv: list[str], *,
+                     default: str = DEFAULT_CONFIG) -> str | None:
   """Why the config file or a `--config.<field>` in `argv` cannot be used.
 
   Args:
     argv: the command line.
+    default: the config file when `argv` names none.
 
   Returns:
     One line naming the missing config file or the first field the config
     does not have (with the closest field that exists), or None.
   """
-  path = _config_path(argv)
+  path = _config_path(argv, default)
   if not os.path.isfile(path):
     return f'--config {path}: no such config file'
   overrides = [m.group(1) for a in argv
@@ -169,23 +189,28 @@ def start(argv: list[str]) -> None:
     exit_usage(f'unexpected arguments: {argv[1:]} (flags are --name=value)')
   if 'config' in flags.FLAGS and not isinstance(
       flags.FLAGS['config'].value, ml_collections.ConfigDict):
-    problem = override_problem(sys.argv) or (
-        f'--config {config_flags.get_config_filename(flags.FLAGS["config"])}'
-        ': the file has no usable get_config()')
-    exit_usage(problem)
+    path = config_flags.get_config_filename(flags.FLAGS['config'])
+    exit_usage(f'--config {path}: no such config file'
+               if not os.path.isfile(path.split(':', 1)[0])
+               else f'--config {path}: the file has no usable get_config()')
   setup()
 
 
 def setup() -> None:
-  """Logs to stderr at INFO (library chatter filtered), names the devices."""
+  """Turns on the compilation cache (--compilation_cache), logs to stderr
+  at INFO (library chatter filtered), names the devices."""
+  if _CACHE.value:
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.expanduser(_CACHE.value))
   logging.set_verbosity(logging.INFO)
   handler = logging.get_absl_handler()
   handler.python_handler.stream = sys.stderr
   handler.addFilter(_QuietLibraries())
   devices = jax.devices()
-  logging.info('JAX %s on %s: %d device(s): %s', jax.__version__,
-               jax.default_backend(), len(devices),
-               ', '.join(str(d) for d in devices[:8]))
+  logging.info('JAX %s on %s: %d device(s): %s; compilation cache: %s',
+               jax.__version__, jax.default_backend(), len(devices),
+               ', '.join(str(d) for d in devices[:8]),
+               _CACHE.value or 'off')
 
 
 # Failures that are the user's to fix; anything else is a bug and keeps its

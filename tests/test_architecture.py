@@ -19,6 +19,7 @@ LAYERS = (
     ('nbajax.rundir', 'nbajax.checkpoint'),
     ('nbajax.training',),
     ('nbajax.defenses',),
+    ('nbajax.bench',),
     ('nbajax.report',),
     # Config derivation, checks and the pieces every job uses.
     ('nbajax.pipeline.derive',),

@@ -39,12 +39,15 @@ class TestConfig:
 
 
 @pytest.mark.parametrize('job, flags', [
-    ('train', ('--config', '--workdir', '--[no]overwrite')),
+    ('train', ('--config', '--workdir', '--[no]overwrite',
+               '--compilation_cache')),
     ('attack', ('--config', '--workdir')),
     ('defend', ('--config', '--backdoor_dir')),
     ('reproduce', ('--config', '--workdir', '--only')),
     ('ablate', ('--config', '--workdir', '--only')),
     ('probe', ('--config', '--backdoor_dir', '--eps_255', '--steps')),
+    ('benchmark', ('--config', '--models', '--batches', '--kinds',
+                   '--[no]full_runs', '--out', '--compilation_cache')),
 ])
 def test_cli_help_lists_its_flags(job, flags):
   proc = subprocess.run([sys.executable, '-m', f'experiments.{job}', '--help'],

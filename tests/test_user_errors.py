@@ -15,12 +15,10 @@ import subprocess
 import sys
 import zipfile
 
-import ml_collections
 import numpy as np
 import pytest
 
 from experiments import cli
-from experiments.configs import digits as digits_config
 from nbajax import attacks, rundir
 from nbajax import data as data_lib
 from nbajax.errors import UserError
@@ -31,6 +29,7 @@ from nbajax.pipeline import probe as probe_job
 from nbajax.pipeline import reproduce
 from nbajax.pipeline import train as train_job
 from nbajax.report import __main__ as report_cli
+from tests.test_reliability import _config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -41,17 +40,6 @@ def _snapshot(root) -> dict[str, str]:
   return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest()
                                      if p.is_file() else 'dir')
           for p in sorted(root.rglob('*'))}
-
-
-def _config(**overrides):
-  c = ml_collections.ConfigDict(digits_config.get_config().to_dict())
-  for path, value in overrides.items():
-    *parents, leaf = path.split('.')
-    node = c
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
 
 
 def _fake_step(ckpt_dir: pathlib.Path, step: int, fp: str = 'f' * 16):

@@ -10,17 +10,17 @@ Layout of an attack workdir:
 """
 
 import os
-import time
 from typing import Any, Callable
 
 import jax
 import ml_collections
 
-from nbajax import atomic, attacks, rundir
+from nbajax import attacks, rundir
 from nbajax.attacks import figures, poison
 from nbajax.checkpoint import Checkpointer
 from nbajax.errors import UserError
-from nbajax.pipeline import common, derive, evaluate, model_runs, validate
+from nbajax.pipeline import (common, derive, evaluate, model_runs, record,
+                             validate)
 
 def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
   """Eval-mode closure of a clean model: restored or trained in workdir."""
@@ -58,22 +58,20 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
     UserError: a bad config or workdir, or the workdir in use.
   """
   validate.validate_config(config, job='attack')
+  log = log or common.logger('attack')
   given = config.attack.clean_model_dir
-  rundir.check_workdir(workdir, reads=(given,) if given else ())
-  with rundir.locked(workdir):
-    return _run_attack(config, workdir, overwrite=overwrite,
-                       log=log or common.logger('attack'))
-
-
-def _run_attack(config, workdir, *, overwrite, log):
-  a = config.attack
-  fp = common.training_fingerprint(config, a, 'backdoored')
   # Teachers were fine-tuned from the model an overwrite replaces.
-  done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
-                               label='attack', teachers=True)
-  if done is not None:
-    return done
-  t0 = time.time()
+  return record.run_once(
+      workdir,
+      fingerprint=common.training_fingerprint(config, config.attack,
+                                              'backdoored'),
+      label='attack', overwrite=overwrite, log=log, teachers=True,
+      reads=(given,) if given else (),
+      body=lambda: _attack(config, workdir, log=log))
+
+
+def _attack(config, workdir, *, log) -> record.RunRecord:
+  a = config.attack
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='attack')
   attack = attacks.get_attack(a.name, **derive.attack_params(a))
@@ -91,21 +89,21 @@ def _run_attack(config, workdir, *, overwrite, log):
   eval_bs = int(config.eval_batch_size)
   model, state, history, _ = model_runs.train_model(
       config, workdir, dataset=dataset, x_train=result.x, y_train=result.y,
-      role='backdoored', fingerprint_=fp, extra_meta={'attack': spec},
+      role='backdoored',
+      fingerprint_=common.training_fingerprint(config, a, 'backdoored'),
+      extra_meta={'attack': spec},
       eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs), log=log)
   final = evaluate.evaluate(model.apply, state.variables, sets,
                             batch_size=eval_bs)
   save_trigger_figure(sets, os.path.join(workdir, 'trigger.png'),
                       title=f'{a.name} on {dataset.name}')
-  results = {'fingerprint': fp, 'role': 'backdoored', 'attack': a.name,
-             'dataset': dataset.name, 'model': config.model.name, **final,
-             'poisoned': int(len(result.indices)), 'history': history,
-             'wall_seconds': time.time() - t0,
-             'config': derive.to_dict(config), 'attack_spec': spec}
-  atomic.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
   log(f'{a.name}: ACC {100 * final["acc"]:.2f}%  ASR {100 * final["asr"]:.2f}%'
-      f'  RA {100 * final["ra"]:.2f}%  ({results["wall_seconds"]:.0f}s)')
-  return results
+      f'  RA {100 * final["ra"]:.2f}%')
+  return record.RunRecord(
+      role='backdoored', attack=a.name, dataset=dataset.name,
+      model=config.model.name, metrics=final,
+      poisoned=int(len(result.indices)), history=history,
+      config=derive.to_dict(config), attack_spec=spec)
 
 
 def attack_spec(config, result: poison.PoisonResult) -> dict[str, Any]:

@@ -9,14 +9,12 @@ Layout:
     workdir/results.json           before/after ACC, ASR, RA, DER, history
 """
 
-import os
-import time
 from typing import Any, Callable
 
 import ml_collections
 
-from nbajax import atomic, defenses, metrics, rundir
-from nbajax.pipeline import common, derive, evaluate, validate
+from nbajax import defenses, metrics, rundir
+from nbajax.pipeline import common, derive, evaluate, record, validate
 from nbajax.pipeline.defense_setup import DefenseSetup, load_backdoor
 
 
@@ -47,26 +45,24 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
     UserError: a bad config, workdir or backdoor run, or the workdir in use.
   """
   validate.validate_config(config, job='defend')
-  reads = (backdoor_dir,) + ((teacher_dir,) if teacher_dir else ())
-  rundir.check_workdir(workdir, reads=reads)
-  with rundir.locked(workdir):
-    return _run_defense(config, workdir, backdoor_dir=backdoor_dir,
-                        teacher_dir=teacher_dir, overwrite=overwrite,
-                        log=log or common.logger('defend'), setup=setup)
-
-
-def _run_defense(config, workdir, *, backdoor_dir, teacher_dir, overwrite, log,
-                 setup):
+  log = log or common.logger('defend')
   name = config.defense.name
   defenses.get_defense(name)  # An unknown name fails before any work.
+  reads = (backdoor_dir,) + ((teacher_dir,) if teacher_dir else ())
+  rundir.check_workdir(workdir, reads=reads)  # Before reading the backdoor.
   backdoor = load_backdoor(backdoor_dir)
   fp = common.fingerprint(config.defense, config.seed, backdoor['fingerprint'],
                           name)
-  done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
-                               label=name)
-  if done is not None:
-    return done
-  t0 = time.time()
+  return record.run_once(
+      workdir, fingerprint=fp, label=name, overwrite=overwrite, log=log,
+      reads=reads,
+      body=lambda: _defend(config, workdir, fp, backdoor_dir=backdoor_dir,
+                           teacher_dir=teacher_dir, log=log, setup=setup))
+
+
+def _defend(config, workdir, fp, *, backdoor_dir, teacher_dir, log,
+            setup) -> record.RunRecord:
+  name = config.defense.name
   if setup is None or not setup.serves(config):
     setup = DefenseSetup(config, backdoor_dir, log)
   teacher = (setup.teacher(teacher_dir)
@@ -77,17 +73,13 @@ def _run_defense(config, workdir, *, backdoor_dir, teacher_dir, overwrite, log,
   variables, history = defenses.defend(name, inputs, config.defense, **hooks)
   after = evaluate.evaluate(setup.model.apply, variables, setup.sets,
                             batch_size=setup.eval_bs)
-  results = {
-      'fingerprint': fp, 'role': 'defended', 'defense': name,
-      'attack': setup.spec['attack']['name'], 'dataset': setup.dataset.name,
-      'model': setup.model_name, 'before': setup.before, 'after': after,
-      **after, 'der': metrics.der(setup.before, after),
-      'clean_subset': setup.subset_meta(), 'history': history,
-      'wall_seconds': time.time() - t0,
-      'config': derive.to_dict(config.defense)}
-  atomic.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
+  der = metrics.der(setup.before, after)
   log(f'{name}: ACC {100 * setup.before["acc"]:.2f}% -> '
       f'{100 * after["acc"]:.2f}%  ASR {100 * setup.before["asr"]:.2f}% -> '
-      f'{100 * after["asr"]:.2f}%  DER {results["der"]:.3f} '
-      f'({results["wall_seconds"]:.0f}s)')
-  return results
+      f'{100 * after["asr"]:.2f}%  DER {der:.3f}')
+  return record.RunRecord(
+      role='defended', defense=name, attack=setup.spec['attack']['name'],
+      dataset=setup.dataset.name, model=setup.model_name,
+      before=setup.before, metrics=after, der=der,
+      clean_subset=setup.subset_meta(), history=history,
+      config=derive.to_dict(config.defense))

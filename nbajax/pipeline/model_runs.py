@@ -6,17 +6,15 @@ per-epoch checkpoints and resume; `clean_model` is the whole clean-model run
 and by the attack job for the clean model Trojan and CL need.
 """
 
-import os
-import time
 from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
 
-from nbajax import atomic, rundir, training
+from nbajax import training
 from nbajax.training import from_config
-from nbajax.pipeline import common, evaluate, validate
+from nbajax.pipeline import common, evaluate, record, validate
 
 
 def train_model(
@@ -96,41 +94,26 @@ def clean_model(config: ml_collections.ConfigDict, workdir: str, *,
     UserError: a bad config or workdir, or the workdir in use.
   """
   validate.validate_config(config, job='train')
-  rundir.check_workdir(workdir, part_of=part_of)
-  with rundir.locked(workdir):
-    return _clean_model(config, workdir, overwrite=overwrite,
-                        log=log or common.logger('train'))
+  log = log or common.logger('train')
+  return record.run_once(
+      workdir, fingerprint=common.training_fingerprint(config, 'clean'),
+      label='clean-model', overwrite=overwrite, log=log, part_of=part_of,
+      body=lambda: _clean_model(config, workdir, log=log))
 
 
-def _clean_model(config, workdir, *, overwrite, log):
-  fp = common.training_fingerprint(config, 'clean')
-  done = common.reuse_or_start(workdir, fp, overwrite=overwrite, log=log,
-                               label='clean-model')
-  if done is not None:
-    return done
-  t0 = time.time()
+def _clean_model(config, workdir, *, log) -> record.RunRecord:
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='train')
-  eval_bs = int(config.eval_batch_size)
-
   eval_fn = evaluate.eval_callback(evaluate.make_eval_sets(dataset),
-                                   batch_size=eval_bs)
-  _, state, history, meta = train_model(
+                                   batch_size=int(config.eval_batch_size))
+  _, _, history, meta = train_model(
       config, workdir, dataset=dataset, x_train=dataset.x_train,
-      y_train=dataset.y_train, role='clean', fingerprint_=fp,
+      y_train=dataset.y_train, role='clean',
+      fingerprint_=common.training_fingerprint(config, 'clean'),
       eval_fn=eval_fn, log=log)
-  results = {
-      'fingerprint': fp,
-      'role': 'clean',
-      'dataset': dataset.name,
-      'model': config.model.name,
-      'test_acc': history[-1]['test_acc'],
-      'epochs': len(history),
-      'history': history,
-      'wall_seconds': time.time() - t0,
-      'config': meta['config'],
-  }
-  atomic.write_json(os.path.join(workdir, common.RESULTS_FILE), results)
-  log(f'test accuracy {100 * results["test_acc"]:.2f}% '
-      f'({results["wall_seconds"]:.0f}s); results in {workdir}')
-  return results
+  log(f'test accuracy {100 * history[-1]["test_acc"]:.2f}%; results in '
+      f'{workdir}')
+  return record.RunRecord(
+      role='clean', dataset=dataset.name, model=config.model.name,
+      metrics={'test_acc': history[-1]['test_acc']}, epochs=len(history),
+      history=history, config=meta['config'])

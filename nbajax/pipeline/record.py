@@ -112,4 +112,6 @@ def run_once(workdir: str, *, fingerprint: str, label: str, overwrite: bool,
     record.wall_seconds = time.time() - start
     results = record.to_json()
     atomic.write_json(os.path.join(workdir, rundir.RESULTS_FILE), results)
+    log(f'{label} run finished in {record.wall_seconds:.0f}s; results in '
+        f'{workdir}')
     return results

@@ -27,7 +27,7 @@ from nbajax import losses, report, training
 from nbajax import rundir
 from nbajax.errors import UserError, closest
 from nbajax.pipeline import attack as attack_job
-from nbajax.pipeline import common, derive, validate
+from nbajax.pipeline import common, derive, record, validate
 from nbajax.pipeline import defend as defend_job
 from nbajax.pipeline import defense_setup
 
@@ -193,15 +193,13 @@ def finished(workdir: str) -> bool:
 def result_cell(results: dict[str, Any], *, attack: str, defense: str,
                 seed: int) -> dict[str, Any]:
   """The report cell (see `nbajax.report`) of a job's results dict."""
+  run = record.RunRecord.from_json(results)
   history = [{k: v for k, v in h.items() if isinstance(v, (int, float))}
-             for h in results.get('history', [])]
+             for h in run.history]
   return {'attack': attack, 'defense': defense, 'seed': seed,
-          'acc': results['acc'], 'acc_nontarget': results['acc_nontarget'],
-          'asr': results['asr'], 'ra': results['ra'],
-          'der': results.get('der'),
-          'wall_seconds': results.get('wall_seconds'),
-          'fingerprint': results.get('fingerprint'), 'history': history,
-          'config': results.get('config', {})}
+          **{m: run.metrics[m] for m in record.METRICS}, 'der': run.der,
+          'wall_seconds': run.wall_seconds, 'fingerprint': run.fingerprint,
+          'history': history, 'config': run.config or {}}
 
 
 def write_report(config, workdir: str, cells: list[dict[str, Any]], *,

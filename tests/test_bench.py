@@ -1,0 +1,50 @@
+"""The benchmark measures the jobs' own steps (speed is never asserted)."""
+
+import subprocess
+import sys
+import pathlib
+import json
+
+import pytest
+
+from experiments.configs import digits
+from nbajax import bench
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize('kind', bench.KINDS)
+def test_measure_step_runs_each_kind(kind):
+  t = bench.measure_step('cnn', kind, 8, defense=digits.get_config().defense,
+                         steps=2, image_size=8, classes=4)
+  assert (t.kind, t.batch, t.steps) == (kind, 8, 2)
+  assert t.images_per_s > 0 and t.first_epoch_s > 0 and t.compile_s >= 0
+
+
+def test_unknown_kind():
+  with pytest.raises(ValueError, match='kind must be one of'):
+    bench.measure_step('cnn', 'anp', 8, defense=digits.get_config().defense)
+
+
+def test_cli_json_and_table(tmp_path):
+  out = tmp_path / 'bench.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark',
+       '--config=experiments/configs/digits.py', '--models=cnn',
+       '--batches=8', '--kinds=train', '--steps=2', f'--out={out}',
+       '--compilation_cache='],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert '| cnn | train | 8 |' in proc.stdout
+  result = json.loads(out.read_text())
+  assert result['device']['device_count'] >= 1
+  assert [s['kind'] for s in result['steps']] == ['train']
+
+
+def test_cli_bad_kind_is_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--kinds=anp'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: --kinds: unknown kind 'anp'; known: ['train', 'nad', 'nba']")
