@@ -360,7 +360,8 @@ def locked(workdir: str) -> Iterator[str]:
     yield path
   finally:
     del _HELD[path]
-    os.remove(f.name)  # Under the lock: a waiting opener re-checks (below).
+    with contextlib.suppress(FileNotFoundError):  # Removed by hand meanwhile.
+      os.remove(f.name)  # Under the lock: a late opener re-checks (_acquire).
     f.close()
     if made and not os.listdir(path):
       os.rmdir(path)

@@ -60,17 +60,15 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
   validate.validate_config(config, job='attack')
   log = log or common.logger('attack')
   given = config.attack.clean_model_dir
+  fp = common.training_fingerprint(config, config.attack, 'backdoored')
   # Teachers were fine-tuned from the model an overwrite replaces.
   return record.run_once(
-      workdir,
-      fingerprint=common.training_fingerprint(config, config.attack,
-                                              'backdoored'),
-      label='attack', overwrite=overwrite, log=log, teachers=True,
-      reads=(given,) if given else (),
-      body=lambda: _attack(config, workdir, log=log))
+      workdir, fingerprint=fp, label='attack', overwrite=overwrite, log=log,
+      teachers=True, reads=(given,) if given else (),
+      body=lambda: _attack(config, workdir, fp, log=log))
 
 
-def _attack(config, workdir, *, log) -> record.RunRecord:
+def _attack(config, workdir, fp, *, log) -> record.RunRecord:
   a = config.attack
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='attack')
@@ -89,9 +87,7 @@ def _attack(config, workdir, *, log) -> record.RunRecord:
   eval_bs = int(config.eval_batch_size)
   model, state, history, _ = model_runs.train_model(
       config, workdir, dataset=dataset, x_train=result.x, y_train=result.y,
-      role='backdoored',
-      fingerprint_=common.training_fingerprint(config, a, 'backdoored'),
-      extra_meta={'attack': spec},
+      role='backdoored', fingerprint_=fp, extra_meta={'attack': spec},
       eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs), log=log)
   final = evaluate.evaluate(model.apply, state.variables, sets,
                             batch_size=eval_bs)

@@ -95,22 +95,22 @@ def clean_model(config: ml_collections.ConfigDict, workdir: str, *,
   """
   validate.validate_config(config, job='train')
   log = log or common.logger('train')
+  fp = common.training_fingerprint(config, 'clean')
   return record.run_once(
-      workdir, fingerprint=common.training_fingerprint(config, 'clean'),
-      label='clean-model', overwrite=overwrite, log=log, part_of=part_of,
-      body=lambda: _clean_model(config, workdir, log=log))
+      workdir, fingerprint=fp, label='clean-model', overwrite=overwrite,
+      log=log, part_of=part_of,
+      body=lambda: _clean_model(config, workdir, fp, log=log))
 
 
-def _clean_model(config, workdir, *, log) -> record.RunRecord:
+def _clean_model(config, workdir, fp, *, log) -> record.RunRecord:
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='train')
   eval_fn = evaluate.eval_callback(evaluate.make_eval_sets(dataset),
                                    batch_size=int(config.eval_batch_size))
   _, _, history, meta = train_model(
       config, workdir, dataset=dataset, x_train=dataset.x_train,
-      y_train=dataset.y_train, role='clean',
-      fingerprint_=common.training_fingerprint(config, 'clean'),
-      eval_fn=eval_fn, log=log)
+      y_train=dataset.y_train, role='clean', fingerprint_=fp, eval_fn=eval_fn,
+      log=log)
   log(f'test accuracy {100 * history[-1]["test_acc"]:.2f}%; results in '
       f'{workdir}')
   return record.RunRecord(
