@@ -74,10 +74,8 @@ def job_results(workdir: str) -> dict[str, Any] | None:
                                                      str)
       or done.get('role') not in JOB_ROLES):
     kind = type(done).__name__
-    raise UserError(
-        f'{path} is not the results of an nbajax job (a JSON {kind} without '
-        'fingerprint and role); nbajax will not overwrite it: choose another '
-        '--workdir')
+    raise UserError(f'{path} is not the results of an nbajax job (a JSON '
+                    f'{kind} without fingerprint and role)')
   return done
 
 

@@ -110,7 +110,11 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
       `overwrite` is False; a results.json or checkpoint folder nbajax did
       not write; a finished run whose checkpoints are gone.
   """
-  done = rundir.job_results(workdir)
+  try:
+    done = rundir.job_results(workdir)
+  except UserError as e:
+    raise UserError(f'{e}; nbajax will not overwrite it: choose another '
+                    '--workdir') from e
   foreign = rundir.own_checkpoints(os.path.join(workdir, rundir.CHECKPOINTS))[1]
   if foreign and not overwrite:
     raise UserError(

@@ -34,7 +34,10 @@ def load_backdoor(backdoor_dir: str) -> dict[str, Any]:
     raise UserError(
         f'{backdoor_dir} holds no finished attack run ({path} is missing): '
         'run `python -m experiments.attack` first')
-  done = rundir.job_results(backdoor_dir)
+  try:
+    done = rundir.job_results(backdoor_dir)
+  except UserError as e:
+    raise UserError(f'--backdoor_dir {backdoor_dir}: {e}') from e
   if done.get('role') != 'backdoored':
     raise UserError(f'{backdoor_dir} is a {done.get("role")!r} run, not a '
                     'backdoored one')
