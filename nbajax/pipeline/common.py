@@ -115,7 +115,8 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
   except UserError as e:
     raise UserError(f'{e}; nbajax will not overwrite it: choose another '
                     '--workdir') from e
-  foreign = rundir.own_checkpoints(os.path.join(workdir, rundir.CHECKPOINTS))[1]
+  ours, foreign = rundir.own_checkpoints(
+      os.path.join(workdir, rundir.CHECKPOINTS))
   if foreign and not overwrite:
     raise UserError(
         f'{workdir}/{rundir.CHECKPOINTS} holds files nbajax did not write '
@@ -126,8 +127,7 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
           f'{workdir} holds a finished run of other settings (fingerprint '
           f'{done["fingerprint"]}, this config {fp}); pass --overwrite or '
           'choose another --workdir')
-    if not rundir.own_checkpoints(
-        os.path.join(workdir, rundir.CHECKPOINTS))[0]:
+    if not ours:
       raise UserError(
           f'{workdir} holds the results of a finished {label} run but its '
           'checkpoints are gone; pass --overwrite to run it again')

@@ -57,11 +57,12 @@ def parse_only(text: str, *, keys: tuple[str, ...] = ONLY_KEYS,
                       f'{keys}')
     out.setdefault(key, set()).update(values.split('+'))
   for key, values in out.items():
-    have = [str(v) for v in (allowed or {}).get(key, ())]
-    for value in sorted(values):
-      if allowed is not None and key in allowed and value not in have:
-        raise UserError(f'--only {key}={value}: this run has no {key} '
-                        f'{value!r}{closest(value, have)}; it has {have}')
+    if allowed is None or key not in allowed:
+      continue
+    have = [str(v) for v in allowed[key]]
+    for value in sorted(set(values) - set(have)):
+      raise UserError(f'--only {key}={value}: this run has no {key} '
+                      f'{value!r}{closest(value, have)}; it has {have}')
   return out
 
 
