@@ -3,6 +3,7 @@
   python -m experiments.benchmark                       # WRN-16-1, batch 64
   python -m experiments.benchmark --models=wrn-16-1,preact-resnet18 \
       --batches=64,128,512 --full_runs --out=bench.json
+  python -m experiments.benchmark --seeds=1,4      # 4 runs in one program
 
 After a compiling epoch, times the library's own epoch loop for the plain
 training step, the NAD step and the NBA step (its K generator steps
@@ -22,6 +23,8 @@ _MODELS = flags.DEFINE_list('models', ['wrn-16-1'], 'Models to time.')
 _BATCHES = flags.DEFINE_list('batches', ['64'], 'Global batch sizes.')
 _KINDS = flags.DEFINE_list('kinds', ['train', 'nad', 'nba'],
                            'Steps to time: train, nad, nba.')
+_SEEDS = flags.DEFINE_list('seeds', ['1'],
+                           'Runs trained at once (vmap over a seed axis).')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Optimizer steps per epoch.')
 _EPOCHS = flags.DEFINE_integer('epochs', 1, 'Timed epochs after compiling.')
 _FULL = flags.DEFINE_bool('full_runs', False,
@@ -42,35 +45,40 @@ def _check():
     if kind not in bench.KINDS:
       raise UserError(f'--kinds: unknown kind {kind!r}; known: '
                       f'{list(bench.KINDS)}')
-  try:
-    batches = [int(b) for b in _BATCHES.value]
-  except ValueError:
-    raise UserError(f'--batches must be integers, got {_BATCHES.value}'
-                    ) from None
+  lists = {}
+  for name, flag in (('batches', _BATCHES), ('seeds', _SEEDS)):
+    try:
+      lists[name] = [int(b) for b in flag.value]
+    except ValueError:
+      raise UserError(f'--{name} must be integers, got {flag.value}'
+                      ) from None
   for name, value in (('steps', _STEPS.value), ('epochs', _EPOCHS.value),
-                      ('images', _IMAGES.value), *(('batches', b)
-                                                   for b in batches)):
+                      ('images', _IMAGES.value),
+                      *((n, v) for n, vs in lists.items() for v in vs)):
     if value < 1:
       raise UserError(f'--{name} must be >= 1, got {value}')
-  return batches
+  return lists['batches'], lists['seeds']
 
 
 def _run():
   from nbajax import atomic, bench
-  batches = _check()
+  batches, seed_counts = _check()
   defense = _CONFIG.value.defense
   out = {'device': bench.device_info(), 'steps': [], 'full_runs': []}
   rows = []
   for model in _MODELS.value:
     for batch in batches:
       for kind in _KINDS.value:
-        t = bench.measure_step(model, kind, batch, defense=defense,
-                               steps=_STEPS.value, epochs=_EPOCHS.value)
-        out['steps'].append(vars(t))
-        rows.append(f'| {model} | {kind} | {batch} | {t.images_per_s:,.0f} '
-                    f'| {t.compile_s:.1f} |')
-        logging.info('%s %s batch %d: %.0f images/s (compile %.1f s)',
-                     model, kind, batch, t.images_per_s, t.compile_s)
+        for seeds in seed_counts:
+          t = bench.measure_step(model, kind, batch, defense=defense,
+                                 steps=_STEPS.value, epochs=_EPOCHS.value,
+                                 seeds=seeds)
+          out['steps'].append(vars(t))
+          rows.append(f'| {model} | {kind} | {batch} | {seeds} | '
+                      f'{t.images_per_s:,.0f} | {t.compile_s:.1f} |')
+          logging.info('%s %s batch %d x %d seeds: %.0f images/s (compile '
+                       '%.1f s)', model, kind, batch, seeds, t.images_per_s,
+                       t.compile_s)
   if _FULL.value:
     for model in _MODELS.value:
       for kind in ('nad', 'nba'):
@@ -82,8 +90,8 @@ def _run():
   d = out['device']
   print(f'\n{d["device_count"]} x {d["device_kind"]} ({d["backend"]}, jax '
         f'{d["jax"]}); peak memory: {d["peak_bytes_in_use"] or "not reported"}'
-        '\n\n| model | step | batch | images/s | compile s |\n'
-        '|---|---|---|---:|---:|\n' + '\n'.join(rows))
+        '\n\n| model | step | batch | seeds | images/s (all seeds) | '
+        'compile s |\n|---|---|---|---:|---:|---:|\n' + '\n'.join(rows))
   for run in out['full_runs']:
     print(f'full {run["kind"]} run, {run["model"]}, {run["images"]} images: '
           f'teacher {run["teacher_epochs"]} epochs {run["teacher_s"]:.0f} s '

@@ -46,6 +46,35 @@ _CACHE = flags.DEFINE_string(
     'compilation_cache', DEFAULT_CACHE,
     'Directory of JAX\'s persistent compilation cache (compiled steps are '
     'reused across runs and cells); empty to turn it off.')
+# Several processes (a TPU pod slice, GPU nodes, CPU processes): each runs
+# the same command with its --process_id; process 0 writes every file.
+_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None,
+    'Processes of this run (default: env NBAJAX_NUM_PROCESSES, else 1).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None,
+    'This process\'s index, 0 .. num_processes - 1 (default: env '
+    'NBAJAX_PROCESS_ID, else 0).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None,
+    'host:port of process 0, reachable by every process (default: env '
+    'NBAJAX_COORDINATOR_ADDRESS).')
+
+
+def _process_setting(flag, env: str, default: Any) -> Any:
+  """A process flag's value, else its environment variable's, else
+  `default`; a non-integer variable where an integer is needed exits 2."""
+  if flag.value is not None:
+    return flag.value
+  raw = os.environ.get(env)
+  if raw is None:
+    return default
+  if isinstance(default, int):
+    try:
+      return int(raw)
+    except ValueError:
+      exit_usage(f'environment variable {env}={raw!r} is not an integer')
+  return raw
 
 
 def define_run_flags(default_workdir: str | None, *,
@@ -197,18 +226,33 @@ def start(argv: list[str]) -> None:
 
 
 def setup() -> None:
-  """Turns on the compilation cache (--compilation_cache), logs to stderr
-  at INFO (library chatter filtered), names the devices."""
+  """Joins a multi-process run (--num_processes), turns on the compilation
+  cache (--compilation_cache), logs to stderr at INFO (library chatter
+  filtered; WARNING in processes other than 0), names the devices."""
+  from nbajax import atomic
+  from nbajax.training import distributed
+  try:
+    distributed.initialize(
+        num_processes=_process_setting(_PROCESSES, 'NBAJAX_NUM_PROCESSES',
+                                       1),
+        process_id=_process_setting(_PROCESS_ID, 'NBAJAX_PROCESS_ID', 0),
+        coordinator_address=_process_setting(
+            _COORDINATOR, 'NBAJAX_COORDINATOR_ADDRESS', ''))
+  except ValueError as e:
+    exit_usage(f'--num_processes/--process_id/--coordinator_address: {e}')
+  atomic.set_process(jax.process_index(), jax.process_count())
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir',
                       os.path.expanduser(_CACHE.value))
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(logging.INFO if atomic.is_writer()
+                        else logging.WARNING)
   handler = logging.get_absl_handler()
   handler.python_handler.stream = sys.stderr
   handler.addFilter(_QuietLibraries())
   devices = jax.devices()
-  logging.info('JAX %s on %s: %d device(s): %s; compilation cache: %s',
-               jax.__version__, jax.default_backend(), len(devices),
+  logging.info('JAX %s on %s: %d device(s) in %d process(es): %s; '
+               'compilation cache: %s', jax.__version__,
+               jax.default_backend(), len(devices), jax.process_count(),
                ', '.join(str(d) for d in devices[:8]),
                _CACHE.value or 'off')
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from nbajax import defenses, models, training
 from nbajax.defenses import nad, nba
+from nbajax.training import seeds as seeds_lib
 
 KINDS = ('train', 'nad', 'nba')
 
@@ -39,6 +40,8 @@ class StepTiming:
     first_epoch_s: wall time of the first epoch (compilation included).
     compile_s: `first_epoch_s` minus one steady epoch (the compile share).
     steps: optimizer steps per timed epoch; epochs: timed epochs.
+    seeds: runs trained at once (`training.seeds`); images_per_s counts
+      the images of all of them.
   """
   model: str
   kind: str
@@ -48,6 +51,7 @@ class StepTiming:
   compile_s: float
   steps: int
   epochs: int
+  seeds: int = 1
 
 
 def synthetic(n: int, *, image_size: int = 32, channels: int = 3,
@@ -77,7 +81,7 @@ def _loss(kind: str, model, model_name: str,
 def measure_step(model_name: str, kind: str, batch: int, *,
                  defense: ml_collections.ConfigDict, steps: int = 5,
                  epochs: int = 1, image_size: int = 32, classes: int = 10,
-                 loop: str = 'auto') -> StepTiming:
+                 loop: str = 'auto', seeds: int = 1) -> StepTiming:
   """Times `kind`'s training step for `model_name` at batch size `batch`.
 
   Args:
@@ -89,26 +93,38 @@ def measure_step(model_name: str, kind: str, batch: int, *,
     epochs: timed epochs after the first (which compiles).
     image_size, classes: synthetic data shape.
     loop: 'auto', 'step' or 'scan' (see `training.resolve_loop`).
+    seeds: > 1 times `training.seeds.SeedTrainer` (one device, the 'step'
+      loop) training that many runs at once.
 
   Returns:
     The timing.
   """
   model = models.get_model(model_name, classes)
   x, y = synthetic(batch * steps, image_size=image_size, classes=classes)
-  trainer = training.Trainer(_loss(kind, model, model_name, defense),
-                             batch_size=batch, loop=loop)
+  loss_fn = _loss(kind, model, model_name, defense)
   tx = training.make_optimizer(training.make_schedule(
       lr=0.01, schedule='constant', steps_per_epoch=steps, epochs=epochs + 1))
   key = jax.random.key(0)
   shape = tuple(x.shape[1:])
-  state = training.replicate(
-      training.create_train_state(model, tx, key, shape), trainer.mesh)
+  if seeds > 1:
+    trainer = seeds_lib.SeedTrainer(loss_fn, batch_size=batch)
+    state = seeds_lib.stack([training.create_train_state(
+        model, tx, jax.random.key(s), shape) for s in range(seeds)])
+    key = jax.random.split(key, seeds)
+    mesh = None
+  else:
+    trainer = training.Trainer(loss_fn, batch_size=batch, loop=loop)
+    mesh = trainer.mesh
+    state = training.replicate(
+        training.create_train_state(model, tx, key, shape), mesh)
   teacher = None
   if kind != 'train':
-    teacher = training.replicate(training.create_train_state(
-        model, tx, jax.random.key(1), shape).variables, trainer.mesh)
-  x_all, y_all = training.replicate((jnp.asarray(x), jnp.asarray(y)),
-                                    trainer.mesh)
+    teacher = training.create_train_state(
+        model, tx, jax.random.key(1), shape).variables
+    teacher = training.replicate(teacher, mesh) if mesh else teacher
+  x_all, y_all = jnp.asarray(x), jnp.asarray(y)
+  if mesh:
+    x_all, y_all = training.replicate((x_all, y_all), mesh)
   t0 = time.perf_counter()
   state, _ = trainer.run_epoch(state, x_all, y_all, 0, key, teacher)
   jax.block_until_ready(state)
@@ -119,9 +135,9 @@ def measure_step(model_name: str, kind: str, batch: int, *,
   jax.block_until_ready(state)
   steady = (time.perf_counter() - t0) / epochs
   return StepTiming(model=model_name, kind=kind, batch=batch,
-                    images_per_s=batch * steps / steady,
+                    images_per_s=seeds * batch * steps / steady,
                     first_epoch_s=first, compile_s=max(0.0, first - steady),
-                    steps=steps, epochs=epochs)
+                    steps=steps, epochs=epochs, seeds=seeds)
 
 
 def full_run(model_name: str, kind: str, *,

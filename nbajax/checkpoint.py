@@ -45,6 +45,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from nbajax import atomic
+
 
 class TrainState(Protocol):
   """What the checkpointer needs of a train state (`nbajax.training`'s has
@@ -231,10 +233,12 @@ class Checkpointer:
     stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime())
     for newer in [s for s in self.all_steps() if s > step]:
       dest = os.path.join(self.directory, f'unusable-{newer}-{stamp}')
-      os.replace(self.step_dir(newer), dest)
-      logging.warning('moved unusable checkpoint step %d aside to %s', newer,
-                      dest)
+      if atomic.is_writer():  # Process 0 of a multi-process run moves.
+        os.replace(self.step_dir(newer), dest)
+        logging.warning('moved unusable checkpoint step %d aside to %s',
+                        newer, dest)
       moved.append(dest)
+    atomic.barrier(f'set aside {self.directory}')
     if moved:
       self._manager.reload()
     return moved

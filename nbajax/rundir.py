@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from nbajax import atomic
 from nbajax.errors import UserError
 
 RESULTS_FILE = 'results.json'
@@ -243,8 +244,9 @@ def remove_own(workdir: str, *, teachers: bool = False) -> list[str]:
     for name in sorted(os.listdir(workdir)):
       if name.startswith('teacher-'):
         doomed.append(_proven_teacher(os.path.join(workdir, name)))
-  for path in doomed:
-    shutil.rmtree(path)
+  if atomic.is_writer():  # Process 0 of a multi-process run removes.
+    for path in doomed:
+      shutil.rmtree(path)
   return doomed
 
 
@@ -317,6 +319,8 @@ def check_report_outdir(outdir: str, outputs: Sequence[str]) -> str:
 
 def mark_report_outdir(outdir: str) -> None:
   """Records that `nbajax.report` writes into `outdir` (made if absent)."""
+  if not atomic.is_writer():
+    return
   os.makedirs(outdir, exist_ok=True)
   with open(os.path.join(outdir, REPORT_MARK), 'w', encoding='utf-8') as f:
     f.write('written by python -m nbajax.report\n')
@@ -343,6 +347,9 @@ def locked(workdir: str) -> Iterator[str]:
       start time are named).
   """
   path = os.path.realpath(workdir)
+  if not atomic.is_writer():  # Process 0 of a multi-process run holds it.
+    yield path
+    return
   if path in _HELD:
     _HELD[path][1] += 1
     try:

@@ -24,7 +24,7 @@ def test_measure_step_with_a_teacher():
 
 def test_unknown_kind():
   with pytest.raises(ValueError, match='kind must be one of'):
-    bench.measure_step('cnn', 'anp', 8, defense=digits.get_config().defense)
+    bench.measure_step('cnn', 'ibau', 8, defense=digits.get_config().defense)
 
 
 def test_cli_json_and_table(tmp_path):
@@ -33,19 +33,21 @@ def test_cli_json_and_table(tmp_path):
       [sys.executable, '-m', 'experiments.benchmark',
        '--config=experiments/configs/digits.py', '--models=cnn',
        '--batches=8', '--kinds=train', '--steps=2', f'--out={out}',
-       '--compilation_cache='],
+       '--seeds=1,2', '--compilation_cache='],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert '| cnn | train | 8 |' in proc.stdout
+  assert '| cnn | train | 8 | 1 |' in proc.stdout
+  assert '| cnn | train | 8 | 2 |' in proc.stdout  # Two runs, one program.
   result = json.loads(out.read_text())
   assert result['device']['device_count'] >= 1
-  assert [s['kind'] for s in result['steps']] == ['train']
+  assert [(s['kind'], s['seeds']) for s in result['steps']] == [
+      ('train', 1), ('train', 2)]
 
 
 def test_cli_bad_kind_is_one_line(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'experiments.benchmark', '--kinds=anp'],
+      [sys.executable, '-m', 'experiments.benchmark', '--kinds=ibau'],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: --kinds: unknown kind 'anp'; known: ['train', 'nad', 'nba']")
+      "error: --kinds: unknown kind 'ibau'; known: ['train', 'nad', 'nba']")

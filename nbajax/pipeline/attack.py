@@ -15,7 +15,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from nbajax import attacks, rundir
+from nbajax import atomic, attacks, rundir
 from nbajax.attacks import figures, poison
 from nbajax.checkpoint import Checkpointer
 from nbajax.errors import UserError
@@ -91,8 +91,9 @@ def _attack(config, workdir, fp, *, log) -> record.RunRecord:
       eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs), log=log)
   final = evaluate.evaluate(model.apply, state.variables, sets,
                             batch_size=eval_bs)
-  save_trigger_figure(sets, os.path.join(workdir, 'trigger.png'),
-                      title=f'{a.name} on {dataset.name}')
+  if atomic.is_writer():  # Process 0 of a multi-process run.
+    save_trigger_figure(sets, os.path.join(workdir, 'trigger.png'),
+                        title=f'{a.name} on {dataset.name}')
   log(f'{a.name}: ACC {100 * final["acc"]:.2f}%  ASR {100 * final["asr"]:.2f}%'
       f'  RA {100 * final["ra"]:.2f}%')
   return record.RunRecord(

@@ -101,6 +101,8 @@ def run_once(workdir: str, *, fingerprint: str, label: str, overwrite: bool,
       cannot be reused or replaced (see `common.reuse_or_start`).
   """
   rundir.check_workdir(workdir, reads=reads, part_of=part_of)
+  # A multi-process run: every process has checked before process 0 locks.
+  atomic.barrier(f'checked {workdir}')
   with rundir.locked(workdir):
     done = common.reuse_or_start(workdir, fingerprint, overwrite=overwrite,
                                  log=log, label=label, teachers=teachers)
@@ -112,6 +114,7 @@ def run_once(workdir: str, *, fingerprint: str, label: str, overwrite: bool,
     record.wall_seconds = time.time() - start
     results = record.to_json()
     atomic.write_json(os.path.join(workdir, rundir.RESULTS_FILE), results)
+    atomic.barrier(f'wrote {workdir}')  # The others read it from here on.
     log(f'{label} run finished in {record.wall_seconds:.0f}s; results in '
         f'{workdir}')
     return results

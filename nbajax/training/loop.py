@@ -168,7 +168,7 @@ def predict(state_or_apply, variables, x: np.ndarray | jax.Array, *,
   mesh = mesh or sharding.make_mesh()
   ndev = mesh.devices.size
   batch_size = max(ndev, -(-batch_size // ndev) * ndev)
-  fn = _predict_fn(state_or_apply)
+  fn = _predict_fn(state_or_apply, mesh)
   n = x.shape[0]
   out = []
   for start in range(0, n, batch_size):
@@ -186,11 +186,14 @@ def predict(state_or_apply, variables, x: np.ndarray | jax.Array, *,
 _PREDICT_CACHE: dict[Any, Any] = {}
 
 
-def _predict_fn(apply_fn):
-  if apply_fn not in _PREDICT_CACHE:
-    _PREDICT_CACHE[apply_fn] = jax.jit(
-        lambda v, x: jnp.argmax(predict_logits(apply_fn, v, x), -1))
-  return _PREDICT_CACHE[apply_fn]
+def _predict_fn(apply_fn, mesh: Mesh):
+  # Replicated predictions: every process of a multi-process run can fetch
+  # them (a batch-sharded result spans devices other processes own).
+  if (apply_fn, mesh) not in _PREDICT_CACHE:
+    _PREDICT_CACHE[(apply_fn, mesh)] = jax.jit(
+        lambda v, x: jnp.argmax(predict_logits(apply_fn, v, x), -1),
+        out_shardings=sharding.replicated(mesh))
+  return _PREDICT_CACHE[(apply_fn, mesh)]
 
 
 def log_epoch(epoch: int, epochs: int, metrics: dict[str, float],
