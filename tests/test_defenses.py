@@ -118,7 +118,7 @@ class TestGetDefense:
 
   def test_unknown_name_lists_the_known_ones(self):
     with pytest.raises(ValueError, match="'ft', 'fp', 'nad', 'nba'"):
-      defenses.get_defense('anp')
+      defenses.get_defense('spectral')
 
 
 class TestNad:

@@ -91,13 +91,14 @@ class MarkdownTableTest(_TestCase):
         'defense lacks one.'), text)
     self.assertNotIn('±', text)
 
-  def test_defense_order_none_ft_fp_nad_nba_then_first_seen(self):
+  def test_defense_order_baselines_then_nad_nba_then_first_seen(self):
     cells = [_cell('badnets', d, 0.9, 0.1)
-             for d in ('zeta', 'nba', 'anp', 'nad', 'none', 'fp', 'ft')]
+             for d in ('zeta', 'nba', 'abl', 'ibau', 'nad', 'none', 'anp',
+                       'fp', 'ft', 'mcr')]
     header = report.markdown_table(cells, notes=False).splitlines()[0]
     names = [h.strip() for h in header.strip('|').split('|')]
-    self.assertEqual(names, ['ACC / ASR (%)', 'No defense', 'FT', 'FP', 'NAD',
-                             'NBA', 'zeta', 'anp'])
+    self.assertEqual(names, ['ACC / ASR (%)', 'No defense', 'FT', 'FP', 'MCR',
+                             'ANP', 'I-BAU', 'NAD', 'NBA', 'zeta', 'abl'])
 
   def test_attacks_first_seen_and_clean_row_not_in_mean(self):
     cells = [_cell('none', 'none', 0.97, None)] + _grid()
@@ -368,6 +369,21 @@ class PlotTest(_TestCase):
                                   'curves_badnets'])
     self.assertEqual(_png_size(paths['acc_vs_asr']), (840, 600))
     self.assertLen(os.listdir(self.outdir), 5)  # No temporary files left.
+
+  def test_sweeps_one_png_per_defense_with_a_sweep(self):
+    cells = _seeded_grid() + [_cell('badnets', 'mcr', 0.9, 0.5),
+                              _cell('blend', 'mcr', 0.9, 0.5)]
+    for cell in cells[-2:]:
+      cell['sweep_name'] = 't'
+      cell['sweep'] = [{'value': t, 'test_acc': 0.9 - 0.1 * t,
+                        'asr': 1.0 - t} for t in (0.0, 0.5, 1.0)]
+    paths = report.plot_sweeps(cells, self.outdir)
+    self.assertEqual(paths, {'mcr': os.path.join(self.outdir,
+                                                 'sweep_mcr.png')})
+    self.assertEqual(_png_size(paths['mcr']), (1320, 540))
+    cells[-1]['sweep'] = [{'t': 0.3}]  # No 'value'.
+    with self.assertRaisesRegex(ValueError, 'sweep must be a list of dicts'):
+      report.plot_sweeps(cells, self.outdir)
 
   def test_bad_history(self):
     cells = _grid()

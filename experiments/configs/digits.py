@@ -39,7 +39,8 @@ def get_config():
       'wanet': {'params': {'s': 1.0}},
   })
 
-  # 1,438 training images: 10 % (144) keeps a few batches per epoch.
+  # 1,293 training images (1,438 less the validation split): 10 % (129)
+  # keeps a few batches per epoch.
   c.defense.clean_fraction = 0.1
   c.defense.batch_size = 32
   c.defense.crop_padding = 1
@@ -55,4 +56,8 @@ def get_config():
   # and 500/1000/1000.
   c.defense.nad.betas = (100.0, 200.0, 200.0)
   c.defense.nba.betas = (100.0, 200.0, 200.0)
+  # The published batches (ANP 128, I-BAU 100) would leave one or two
+  # batches of the 129 clean images; the other defenses' 32 here.
+  c.defense.anp.batch_size = 32
+  c.defense.ibau.outer.batch_size = 32
   return c

@@ -19,14 +19,18 @@ from nbajax.data.subsets import clean_subset_indices
 from nbajax.data.subsets import stratified_split
 from nbajax.data.tfds_source import DatasetNotPreparedError
 from nbajax.data.tfds_source import load_tfds
+from nbajax.data.validation import EVAL_SPLITS
+from nbajax.data.validation import hold_out
 
 __all__ = [
     'Dataset',
+    'EVAL_SPLITS',
     'DatasetNotPreparedError',
     'augment',
     'channel_stats',
     'clean_subset_indices',
     'from_arrays',
+    'hold_out',
     'load_dataset',
     'load_digits',
     'load_npz',

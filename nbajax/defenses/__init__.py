@@ -5,23 +5,34 @@ to a plan the training layer runs (`plan(inputs, cfg) -> Plan`, then
 * `ft`: fine-tuning (the control; also makes the teacher),
 * `fp`: fine-pruning,
 * `nad`: Neural Attention Distillation,
-* `nba`: Neural Behavior Alignment (our formulation of the paper).
+* `nba`: Neural Behavior Alignment (our formulation of the paper),
+* `mcr`: mode connectivity repair,
+* `anp`: adversarial neuron pruning,
+* `ibau`: implicit backdoor adversarial unlearning.
 
-A new defense is one module with a pure `plan` and its line in `DEFENSES`.
+A new defense is one module with a pure `plan` and its line in `DEFENSES`
+(and in `CHECKS` when it has fields of its own to check before any work).
 """
 
 from typing import Any, Callable
 
 import ml_collections
 
-from nbajax.defenses import fp, ft, nad, nba
-from nbajax.defenses.base import DefenseInputs, Plan, layer_betas, run
+from nbajax.defenses import anp, fp, ft, ibau, mcr, nad, nba
+from nbajax.defenses.base import (DefenseInputs, Plan, format_sweep,
+                                  layer_betas, run)
 
 DEFENSES: dict[str, Callable[[DefenseInputs, ml_collections.ConfigDict],
                              Plan]] = {
-    'ft': ft.plan, 'fp': fp.plan, 'nad': nad.plan, 'nba': nba.plan}
+    'ft': ft.plan, 'fp': fp.plan, 'nad': nad.plan, 'nba': nba.plan,
+    'mcr': mcr.plan, 'anp': anp.plan, 'ibau': ibau.plan}
 DEFENSE_NAMES = tuple(DEFENSES)
-NEEDS_TEACHER = ('nad', 'nba')
+# Defenses that start from the teacher: NAD's and NBA's distillation
+# target, MCR's second end point.
+NEEDS_TEACHER = ('nad', 'nba', 'mcr')
+# `check(defense_cfg)` of a defense's own fields (ValueError naming one).
+CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
+    'mcr': mcr.check, 'anp': anp.check, 'ibau': ibau.check}
 
 
 def get_defense(name: str) -> Callable[[DefenseInputs,
@@ -47,5 +58,6 @@ def defend(defense: str, inputs: DefenseInputs,
   return run(get_defense(defense)(inputs, cfg), inputs, cfg, **hooks)
 
 
-__all__ = ['DEFENSES', 'DEFENSE_NAMES', 'DefenseInputs', 'NEEDS_TEACHER',
-           'Plan', 'defend', 'get_defense', 'layer_betas', 'run']
+__all__ = ['CHECKS', 'DEFENSES', 'DEFENSE_NAMES', 'DefenseInputs',
+           'NEEDS_TEACHER', 'Plan', 'defend', 'format_sweep', 'get_defense',
+           'layer_betas', 'run']

@@ -47,23 +47,44 @@ class DefenseInputs:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """A defense, as the training layer runs it: fine-tune `start` on the
-  clean subset with `loss_fn` (every defense here is of that form).
+  """A defense, as the training layer runs it: train `start` on the clean
+  subset with `loss_fn` (the gradient of a scalar, as every defense here
+  can be written), then read the defended model off the trained variables.
 
   Attributes:
-    loss_fn: `(params, batch_stats, x, y, key, aux) -> (loss, (bs, sums))`.
-    start: `{'params','batch_stats'}` to fine-tune (FP: the pruned model).
+    loss_fn: `(params, batch_stats, x, y, key, aux) -> (loss, (bs, sums))`;
+      None when nothing is trained after the plan (ANP: `start` is the
+      result).
+    start: the variables `{'params','batch_stats'}` to train (FP: the pruned
+      model; MCR: the middle point of its curve).
     aux: passed to every step (the teacher, FP's mask).
     notes: JSON-able facts of a step before training (FP's pruning), put
       into the first history entry.
     summary: a line for the log about that step ('' for none).
+    section: the optimizer section to train with, where the defense's
+      paper prescribes its own (I-BAU: Adam); None: the defense config's.
+    epoch_aux: `(variables, epoch) -> aux`, recomputed at the start of every
+      epoch from the current variables (I-BAU's universal perturbation).
+    view: `variables -> variables`, the model the trained variables stand
+      for (MCR: the curve's point at t, batch norm re-estimated); None: the
+      trained variables.
+    sweep: `(trained variables, evaluate) -> [entries]`, the defended model
+      along the defense's own parameter (MCR's t, ANP's pruning threshold),
+      each entry `{'value', **evaluate(variables)}`; recorded, never used
+      to choose anything.
+    sweep_name: what the sweep's value is ('t', 'threshold').
   """
 
-  loss_fn: Callable[..., Any]
+  loss_fn: Callable[..., Any] | None
   start: dict[str, Any]
   aux: Any = None
   notes: dict[str, Any] = dataclasses.field(default_factory=dict)
   summary: str = ''
+  section: ml_collections.ConfigDict | None = None
+  epoch_aux: Callable[[dict[str, Any], int], Any] | None = None
+  view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+  sweep: Callable[..., list[dict[str, Any]]] | None = None
+  sweep_name: str = ''
 
 
 def layer_betas(cfg: ml_collections.ConfigDict,
@@ -98,25 +119,47 @@ def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
         log: Callable[[str], None] = logging.info, name: str = 'defense',
         eval_every: int = 1
         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """Runs a defense's plan with the optimizer fields of `cfg`.
+  """Runs a defense's plan with the optimizer fields of `cfg` (or of
+  `plan.section`).
 
   Training, checkpoints (and resume from `checkpointer`), evaluation and
   logging are the training layer's (`training.from_config.finetune`); with
-  `cfg.epochs == 0` the plan's start is the result.
+  no `plan.loss_fn` or 0 epochs the plan's start is what is trained.
 
   Returns:
     (defended variables, per-epoch history; the first entry carries
-    `plan.notes`).
+    `plan.notes`, the last `{'sweep': [...], 'sweep_name': ...}` when the
+    plan has a sweep and `eval_fn` is given).
   """
   if plan.summary:
     log(f'[{name}] {plan.summary}')
-  if int(cfg.epochs) == 0:
-    return jax.device_get(plan.start), [dict(plan.notes)]
-  variables, history = from_config.finetune(
-      inputs.model, plan.start, inputs.x_clean, inputs.y_clean, cfg,
-      key=inputs.key, loss_fn=plan.loss_fn, aux=plan.aux,
-      checkpointer=checkpointer, meta=meta, eval_fn=eval_fn, log=log,
-      name=name, eval_every=eval_every)
-  if plan.notes:
-    history[0] = {**history[0], **plan.notes}
-  return variables, history
+  section = cfg if plan.section is None else plan.section
+  if plan.loss_fn is None or int(section.epochs) == 0:
+    trained, history = jax.device_get(plan.start), [dict(plan.notes)]
+  else:
+    trained, history = from_config.finetune(
+        inputs.model, plan.start, inputs.x_clean, inputs.y_clean, section,
+        key=inputs.key, loss_fn=plan.loss_fn, aux=plan.aux,
+        epoch_aux=plan.epoch_aux, view=plan.view, checkpointer=checkpointer,
+        meta=meta, eval_fn=eval_fn, log=log, name=name,
+        eval_every=eval_every)
+    if plan.notes:
+      history[0] = {**history[0], **plan.notes}
+  if plan.sweep is not None and eval_fn is not None:
+    entries = plan.sweep(trained,
+                         lambda variables: eval_fn(inputs.model.apply,
+                                                   variables))
+    history[-1] = {**history[-1], 'sweep': entries,
+                   'sweep_name': plan.sweep_name}
+    log(f'[{name}] ' + format_sweep(entries, plan.sweep_name))
+  variables = plan.view(trained) if plan.view is not None else trained
+  return jax.device_get(variables), history
+
+
+def format_sweep(entries: list[dict[str, Any]], name: str) -> str:
+  """'t 0.0: acc 95.1% asr 99.0% | t 0.1: ...' for the log."""
+  def one(entry):
+    metrics = ' '.join(f'{k} {100 * v:.1f}%' for k, v in entry.items()
+                       if k != 'value' and isinstance(v, float))
+    return f'{name} {entry["value"]:g}: {metrics}'
+  return ' | '.join(one(e) for e in entries)

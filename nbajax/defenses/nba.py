@@ -21,7 +21,9 @@ field of `cfg.nba`:
   with `align_to` 'clean' (T on x) or 'pseudo' (T on x~);
 * `pseudo_bn`: the student sees x~ in train mode with its batch-norm update
   discarded ('train', the running statistics stay those of clean data) or
-  in eval mode ('eval').
+  in eval mode ('eval');
+* `optimizer`: changes of the defense's optimizer fields NBA trains with
+  (the default: lr x 0.1 for the last 4 of 20 epochs).
 
 With weights spatial-only and gamma = lam = kd = 0 this is NAD exactly.
 """
@@ -115,4 +117,22 @@ def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
   betas = layer_betas(cfg.nba, inputs.model_name)
   loss_fn = make_nba_loss(inputs.model, cfg.nba, betas=betas)
   return Plan(loss_fn=loss_fn, start=inputs.variables,
-              aux=jax.device_get(inputs.teacher))
+              aux=jax.device_get(inputs.teacher), section=section(cfg))
+
+
+def section(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The defense's optimizer section with `cfg.nba.optimizer`'s changes.
+
+  Raises:
+    ValueError: a change names no optimizer field of the section.
+  """
+  changes = cfg.nba.optimizer.to_dict()
+  unknown = [k for k in changes
+             if k not in cfg or isinstance(cfg[k], ml_collections.ConfigDict)]
+  if unknown:
+    raise ValueError(f'nba.optimizer: {unknown} are not optimizer fields of '
+                     'the defense section')
+  merged = cfg.copy_and_resolve_references()
+  for key, value in changes.items():
+    merged[key] = value
+  return merged

@@ -159,7 +159,8 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
       backdoors.add((seed, attack))
       bd = attack_job.run_attack(cfg, backdoor_dir, log=log)
       cells.append(reproduce.result_cell(bd, attack=attack, defense='none',
-                                         seed=seed))
+                                         seed=seed,
+                                         split=cfg.data.eval_split))
       cells[-1]['variant'] = {}
     vcfg = variant_config(cfg, variant)
     vdir = variant_dir(workdir, cfg, vcfg, variant=variant, seed=seed,
@@ -172,11 +173,11 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
         log=log, setup=setups.get((seed, attack)))
     progress.end(seconds)
     cell = reproduce.result_cell(res, attack=attack, defense=variant,
-                                 seed=seed)
+                                 seed=seed, split=cfg.data.eval_split)
     cell['variant'] = derive.to_dict(a.variants[variant])
     cells.append(cell)
   write_ablation_report(cells, workdir, name=name,
-                        title=(f'NBA ablation, {config.data.name} / '
+                        title=(f'Ablation {name!r}, {config.data.name} / '
                                f'{config.model.name}'), log=log)
   return cells
 
@@ -190,7 +191,8 @@ def write_ablation_report(cells: list[dict[str, Any]], workdir: str, *,
   for label, variant in dict((c['defense'], c['variant'])
                             for c in cells if c['defense'] != 'none').items():
     changes.append(f'| {label} | `{variant}` |')
-  text = '\n'.join([f'# {title}', '', table, '', *changes]) + '\n'
+  text = '\n'.join([f'# {title}', '', report.split_sentence(cells), '',
+                    table, '', *changes]) + '\n'
   path = os.path.join(workdir, name)
   atomic.write_text_atomic(f'{path}.md', text)
   atomic.write_text_atomic(f'{path}.json', report.json_text(cells))

@@ -12,6 +12,7 @@ import numpy as np
 
 import nbajax
 from nbajax import data as data_lib
+from nbajax import atomic
 from nbajax import models
 from nbajax import rundir
 from nbajax.atomic import json_default
@@ -39,14 +40,20 @@ def training_fingerprint(config: ml_collections.ConfigDict, *tail: Any) -> str:
 
 
 def load_data(data_cfg: ml_collections.ConfigDict) -> 'data_lib.Dataset':
-  """The data set a config names (`digits`, `npz` with a path, TFDS)."""
+  """The data set a config names (`digits`, `npz` with a path, TFDS),
+  without its validation images (`val_fraction`); its test split is the
+  split `eval_split` names ('test' or 'val')."""
   kwargs = {}
   if data_cfg.path:
     kwargs['path'] = os.path.expanduser(data_cfg.path)
   if data_cfg.data_dir:
     kwargs['data_dir'] = os.path.expanduser(data_cfg.data_dir)
-  return data_lib.load_dataset(data_cfg.name, seed=data_cfg.split_seed,
-                               **kwargs)
+  dataset = data_lib.load_dataset(data_cfg.name, seed=data_cfg.split_seed,
+                                  **kwargs)
+  # seed + 1: a draw apart from the train/test split of sources without one.
+  return data_lib.hold_out(dataset, fraction=float(data_cfg.val_fraction),
+                           seed=int(data_cfg.split_seed) + 1,
+                           eval_split=data_cfg.eval_split)
 
 
 def build_model(model_cfg: ml_collections.ConfigDict,
@@ -136,10 +143,13 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
   if overwrite:
     removed = rundir.remove_own(workdir, teachers=teachers)
     if done is not None:
-      os.remove(os.path.join(workdir, RESULTS_FILE))
+      if atomic.is_writer():
+        os.remove(os.path.join(workdir, RESULTS_FILE))
       removed.append(os.path.join(workdir, RESULTS_FILE))
     for path in removed:
       log(f'--overwrite: removed {path}')
+    # The other processes of a multi-process run go on once it is gone.
+    atomic.barrier(f'overwrite {workdir}')
   return None
 
 

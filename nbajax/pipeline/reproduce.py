@@ -170,7 +170,8 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
   progress.end(seconds)
   cells = []
   if 'none' in defenses:
-    cells.append(result_cell(bd, attack=attack, defense='none', seed=seed))
+    cells.append(result_cell(bd, attack=attack, defense='none', seed=seed,
+                             split=cfg.data.eval_split))
   setup = None
   for name in [d for d in defenses if d != 'none']:
     dcfg = cfg.copy_and_resolve_references()
@@ -182,7 +183,8 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
     res, seconds = run_timed(dwork, defend_job.run_defense, dcfg, dwork,
                               backdoor_dir=backdoor_dir, log=log, setup=setup)
     progress.end(seconds)
-    cells.append(result_cell(res, attack=attack, defense=name, seed=seed))
+    cells.append(result_cell(res, attack=attack, defense=name, seed=seed,
+                             split=cfg.data.eval_split))
   return cells
 
 
@@ -192,15 +194,18 @@ def finished(workdir: str) -> bool:
 
 
 def result_cell(results: dict[str, Any], *, attack: str, defense: str,
-                seed: int) -> dict[str, Any]:
+                seed: int, split: str = 'test') -> dict[str, Any]:
   """The report cell (see `nbajax.report`) of a job's results dict."""
   run = record.RunRecord.from_json(results)
   history = [{k: v for k, v in h.items() if isinstance(v, (int, float))}
              for h in run.history]
-  return {'attack': attack, 'defense': defense, 'seed': seed,
+  last = run.history[-1] if run.history else {}
+  sweep = ({'sweep': last['sweep'], 'sweep_name': last.get('sweep_name')}
+           if last.get('sweep') else {})
+  return {'attack': attack, 'defense': defense, 'seed': seed, 'split': split,
           **{m: run.metrics[m] for m in record.METRICS}, 'der': run.der,
           'wall_seconds': run.wall_seconds, 'fingerprint': run.fingerprint,
-          'history': history, 'config': run.config or {}}
+          'history': history, 'config': run.config or {}, **sweep}
 
 
 def write_report(config, workdir: str, cells: list[dict[str, Any]], *,
@@ -214,6 +219,7 @@ def write_report(config, workdir: str, cells: list[dict[str, Any]], *,
   report.write_results(cells, workdir, title=title)
   report.plot_acc_vs_asr(cells, os.path.join(workdir, 'acc_vs_asr.png'))
   report.plot_curves(cells, workdir)
+  report.plot_sweeps(cells, workdir)
   if config.grid.attention_maps:
     attention_figure(config, workdir, cells, log=log)
   log('\n' + report.markdown_table(cells))

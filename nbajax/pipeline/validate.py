@@ -31,7 +31,7 @@ import numpy as np
 from nbajax import attacks, defenses, generator, losses, models, training
 from nbajax.attacks import base as attack_base
 from nbajax.attacks import poison
-from nbajax.data import clean_subset_indices
+from nbajax.data import EVAL_SPLITS, clean_subset_indices
 from nbajax.defenses import nba as nba_lib
 from nbajax.errors import UserError
 from nbajax.pipeline import derive
@@ -59,6 +59,7 @@ def validate_config(config: ml_collections.ConfigDict, *, job: str) -> None:
   _check_run(config)
   if job in ('train', 'attack', 'grid'):
     _check_data(config)
+    _check_split(config)
     _check_model(config)
     _check_optimizer(config, 'train')
   if job == 'attack':
@@ -122,12 +123,21 @@ def _check_data(config) -> None:
                       f'{os.path.abspath(full)})')
 
 
+def _check_split(config) -> None:
+  _number(config, 'data.val_fraction', low=0.0, high=1.0, high_open=True)
+  split = _choice(config, 'data.eval_split', EVAL_SPLITS)
+  if split == 'val' and not _get(config, 'data.val_fraction') > 0:
+    raise UserError("config.data.eval_split='val' needs a validation split: "
+                    'set config.data.val_fraction > 0')
+
+
 def _check_model(config) -> None:
   _choice(config, 'model.name', models.MODEL_NAMES)
 
 
 def _check_optimizer(config, section: str) -> None:
   """Fields `nbajax.training.from_config` reads."""
+  _choice(config, f'{section}.optimizer', training.OPTIMIZERS)
   _number(config, f'{section}.lr', low=0.0, low_open=True)
   _int(config, f'{section}.epochs', low=1)
   _batch_size(config, f'{section}.batch_size')
@@ -181,6 +191,16 @@ def _check_defense(config, names: Sequence[str]) -> None:
     _check_layers(config, 'defense.nad')
   if 'nba' in names:
     _check_nba(config)
+  if 'ibau' in names:
+    _check_optimizer(config, 'defense.ibau.outer')
+  for name in names:
+    if name in defenses.CHECKS:
+      # The owner's own check; its messages start with the field's path
+      # inside the defense section ('anp.eps must ...').
+      try:
+        defenses.CHECKS[name](config.defense)
+      except (ValueError, TypeError) as e:
+        raise UserError(f'config.defense.{e}') from e
 
 
 def _check_layers(config, section: str) -> None:
@@ -196,6 +216,14 @@ def _check_layers(config, section: str) -> None:
 def _check_nba(config) -> None:
   s = 'defense.nba'
   _check_layers(config, s)
+  # NBA trains with the defense's optimizer fields and its own changes.
+  with _prefixed(f'config.{s}.optimizer'):
+    merged = config.copy_and_resolve_references()
+    merged.defense = nba_lib.section(config.defense)
+  try:
+    _check_optimizer(merged, 'defense')
+  except UserError as e:
+    raise UserError(f'{e} (with config.{s}.optimizer applied)') from e
   eps = _get(config, f'{s}.eps')
   if _is_number(eps) and eps > 1:
     raise UserError(f'config.{s}.eps must be in [0, 1] (units of [0, 1] '

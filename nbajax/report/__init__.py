@@ -13,11 +13,13 @@ A result *cell* is one evaluated model (one attack x defense x seed)::
    'der': 0.93,              # fractions in [0, 1]; None/NaN = not available
    'wall_seconds': 81.2,     # optional
    'history': [{'epoch': 1, 'test_acc': 0.95, 'asr': 0.5, ...}],  # optional
+   'sweep': [{'value': 0.3, 'test_acc': 0.9, 'asr': 0.1}],  # optional
+   'sweep_name': 't',        # what the sweep's value is (MCR, ANP)
    'fingerprint': '...',     # optional, becomes a CSV column
    'config': {...}}          # optional, JSON only
 
 Entry points: `write_results`, `markdown_table`, `check_claim`, `plot_acc_vs_asr`,
-`plot_curves`, `plot_attention_maps`. Plotting modules load matplotlib on
+`plot_curves`, `plot_sweeps`, `plot_attention_maps`. Plotting modules load matplotlib on
 first use, so table-only users never import it.
 """
 
@@ -27,13 +29,14 @@ from nbajax.report.cells import DEFENSE_ORDER
 from nbajax.report.cells import METRICS
 from nbajax.report.cells import validate_cells
 from nbajax.report.files import results_markdown
+from nbajax.report.files import split_sentence
 from nbajax.report.files import write_results
 from nbajax.report.tables import csv_text
 from nbajax.report.tables import json_text
 from nbajax.report.tables import markdown_table
 
 _LAZY = {'plot_acc_vs_asr': 'plots', 'plot_curves': 'plots',
-         'plot_attention_maps': 'maps'}
+         'plot_attention_maps': 'maps', 'plot_sweeps': 'sweeps'}
 
 
 def __getattr__(name):
@@ -47,5 +50,6 @@ def __getattr__(name):
 
 __all__ = ['CLEAN_ATTACK', 'DEFENSE_ORDER', 'METRICS', 'csv_text',
            'json_text', 'markdown_table', 'plot_acc_vs_asr',
-           'plot_attention_maps', 'plot_curves', 'results_markdown',
-           'validate_cells', 'write_results']
+           'plot_attention_maps', 'plot_curves', 'plot_sweeps',
+           'results_markdown', 'split_sentence', 'validate_cells',
+           'write_results']

@@ -21,7 +21,7 @@ Cell = Mapping[str, Any]
 METRICS = ('acc', 'acc_nontarget', 'asr', 'ra', 'der')
 # Paper order: the model before defense, the fine-tuning control, then the
 # baselines and the methods; any other defense follows in first-seen order.
-DEFENSE_ORDER = ('none', 'ft', 'fp', 'nad', 'nba')
+DEFENSE_ORDER = ('none', 'ft', 'fp', 'mcr', 'anp', 'ibau', 'nad', 'nba')
 # The attack name of a clean (never poisoned) model's row.
 CLEAN_ATTACK = 'none'
 SPREADS = ('std', 'half-range')
@@ -93,6 +93,13 @@ def _check_cell(index: int, cell: Any, metrics: Sequence[str]) -> None:
   if (not isinstance(history, Sequence) or isinstance(history, str) or
       not all(isinstance(entry, Mapping) for entry in history)):
     raise ValueError(f'{where}: history must be a list of dicts')
+  sweep = cell.get('sweep') or []
+  if (not isinstance(sweep, Sequence) or isinstance(sweep, str) or
+      not all(isinstance(e, Mapping) and isinstance(e.get('value'),
+                                                    numbers.Real)
+              for e in sweep)):
+    raise ValueError(f'{where}: sweep must be a list of dicts with a number '
+                     "'value'")
 
 
 def validate_cells(cells: Iterable[Cell], *,

@@ -42,6 +42,19 @@ defense; {missing} means not available.
 """.format(missing=tables.MISSING, der=DER_FORMULA)
 
 
+SPLIT_NAMES = {'test': 'the test set', 'val': 'the validation split'}
+
+
+def split_sentence(cells: Iterable[Mapping[str, Any]]) -> str:
+  """Which split the numbers come from, as the cells' 'split' keys say."""
+  splits = sorted({c.get('split') or 'unrecorded' for c in cells})
+  names = [SPLIT_NAMES.get(s, f'split {s!r}') for s in splits]
+  if splits == ['val']:
+    return ('Evaluated on the validation split (held out of training): '
+            'numbers to choose settings with, not to report.')
+  return f'Evaluated on {" and ".join(names)}.'
+
+
 def _section(cells, heading: str, *, spread: str) -> list[str]:
   """The ACC / ASR and RA / DER tables of some cells under a heading."""
   out = []
@@ -73,7 +86,8 @@ def results_markdown(cells: Iterable[Mapping[str, Any]], *, title: str = '',
            f'{len(cells)} cells. Attacks: '
            f'{", ".join(cells_lib.attack_order(cells))}. Defenses: '
            f'{", ".join(cells_lib.defense_order(cells))}. Seeds: '
-           f'{", ".join(str(s) for s in seeds)}.', '']
+           f'{", ".join(str(s) for s in seeds)}. '
+           f'{split_sentence(cells)}', '']
   if seeds_aggregate or len(seeds) == 1:
     lines += _section(cells, '', spread=spread)
   else:
@@ -126,4 +140,7 @@ def write_results(cells: Iterable[Mapping[str, Any]], outdir: str, *,
           cells, os.path.join(outdir, 'acc_vs_asr.png'), title=title)
     for attack, path in plots_lib.plot_curves(cells, outdir).items():
       paths[f'curves_{attack}'] = path
+    from nbajax.report import sweeps  # matplotlib only if asked
+    for defense, path in sweeps.plot_sweeps(cells, outdir).items():
+      paths[f'sweep_{defense}'] = path
   return paths

@@ -20,9 +20,9 @@ ACC_ASR_FIGSIZE = (7.0, 5.0)  # inches: 840 x 600 px at DPI.
 CURVES_FIGSIZE = (11.0, 4.5)  # inches: 1320 x 540 px at DPI.
 # Fixed styles so a defense looks the same in every figure of a paper.
 _STYLES = {'none': ('0.35', 'X'), 'ft': ('C0', 'o'), 'fp': ('C1', 's'),
-           'nad': ('C2', '^'), 'nba': ('C3', '*')}
-_EXTRA = tuple(zip(('C4', 'C5', 'C6', 'C8', 'C9', 'C7'),
-                   ('D', 'v', 'P', 'h', '<', '>')))
+           'nad': ('C2', '^'), 'nba': ('C3', '*'), 'mcr': ('C4', 'D'),
+           'anp': ('C5', 'v'), 'ibau': ('C6', 'P')}
+_EXTRA = tuple(zip(('C8', 'C9', 'C7'), ('h', '<', '>')))
 # History keys of the test accuracy, in order of preference.
 _ACC_KEYS = ('test_acc', 'acc')
 

@@ -23,7 +23,7 @@ ATTACK_LABELS = {'none': 'Clean model', 'badnets': 'BadNets',
                  'trojan': 'Trojan', 'blend': 'Blend', 'cl': 'CL',
                  'sig': 'SIG', 'refool': 'Refool', 'wanet': 'WaNet'}
 DEFENSE_LABELS = {'none': 'No defense', 'ft': 'FT', 'fp': 'FP', 'nad': 'NAD',
-                  'nba': 'NBA'}
+                  'nba': 'NBA', 'mcr': 'MCR', 'anp': 'ANP', 'ibau': 'I-BAU'}
 MISSING = '—'
 CSV_COLUMNS = ('attack', 'defense', 'seed') + cells_lib.METRICS + (
     'wall_seconds',)

@@ -76,6 +76,7 @@ def fit(
     epochs: int,
     key: jax.Array,
     aux: Any = None,
+    epoch_aux: Callable[[dict[str, Any], int], Any] | None = None,
     checkpointer: Checkpointer | None = None,
     meta: dict[str, Any] | None = None,
     eval_fn: EvalFn | None = None,
@@ -93,6 +94,10 @@ def fit(
     epochs: total epochs (>= 1).
     key: base PRNG key of this run.
     aux: pytree passed to every step (teacher variables, ...).
+    epoch_aux: `(variables, epoch) -> pytree` computed from the state at the
+      start of each epoch and passed to its steps instead of `aux` (I-BAU's
+      universal perturbation); a function of the saved state, so a resumed
+      run still equals an uninterrupted one.
     checkpointer: where each epoch is saved; None trains without saving.
     meta: JSON metadata saved with every step (a 'history' entry is added).
     eval_fn: called after each epoch, returns metrics (fractions) to log.
@@ -131,6 +136,8 @@ def fit(
   with _StopOnSignal() as stop:
     for epoch in range(start, epochs):
       t0 = time.perf_counter()
+      if epoch_aux is not None:
+        aux = sharding.replicate(epoch_aux(state.variables, epoch), mesh)
       state, metrics = trainer.run_epoch(state, x_dev, y_dev, epoch, key, aux)
       seconds = time.perf_counter() - t0
       last = (checkpointer.step_dir(checkpointer.latest_step())

@@ -1,9 +1,9 @@
 """Build the optimizer, augmentation and Trainer from an optimizer section.
 
 An optimizer section (`config.train`, `config.defense`,
-`config.defense.teacher`) has the fields epochs, batch_size, lr, schedule,
-boundaries, decay, momentum, nesterov, weight_decay, crop_padding, flip,
-cutout and loop. Training from scratch and every defense read them here,
+`config.defense.teacher`, `config.defense.ibau.outer`) has the fields
+optimizer, epochs, batch_size, lr, schedule, boundaries, decay, momentum,
+nesterov, weight_decay, crop_padding, flip, cutout and loop. Training from scratch and every defense read them here,
 so a field means the same thing everywhere.
 """
 
@@ -43,19 +43,22 @@ def trainer(loss_fn: LossFn, cfg: Any) -> Trainer:
 
 
 def optimizer(cfg: Any, *, steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD with the section's schedule, momentum and weight decay."""
+  """SGD or Adam with the section's schedule, momentum and weight decay."""
   schedule = make_schedule(
       lr=float(cfg.lr), schedule=cfg.schedule,
       steps_per_epoch=steps_per_epoch, epochs=int(cfg.epochs),
       boundaries=tuple(cfg.boundaries),
       decay=float(cfg.decay))
-  return make_optimizer(schedule, momentum=float(cfg.momentum),
+  return make_optimizer(schedule, kind=cfg.optimizer,
+                        momentum=float(cfg.momentum),
                         nesterov=bool(cfg.nesterov),
                         weight_decay=float(cfg.weight_decay))
 
 
 def finetune(model: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray,
              cfg: Any, *, key: jax.Array, loss_fn: LossFn, aux: Any = None,
+             epoch_aux: Callable[[dict[str, Any], int], Any] | None = None,
+             view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
              checkpointer: Checkpointer | None = None,
              meta: dict[str, Any] | None = None,
              eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
@@ -76,6 +79,11 @@ def finetune(model: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray,
     key: base PRNG key of the run.
     loss_fn: `(params, batch_stats, x, y, key, aux) -> (loss, (bs, sums))`.
     aux: passed to every step (teacher variables, masks).
+    epoch_aux: recomputed from the variables at each epoch's start instead
+      of `aux` (see `fit`).
+    view: the model the trained variables stand for, which `eval_fn` sees
+      (MCR trains a curve's middle point and evaluates a point on it);
+      None: the variables themselves.
     checkpointer: where each epoch is saved (None: nowhere).
     meta: JSON metadata saved with each step.
     eval_fn: `(apply_fn, variables) -> metrics` after each epoch.
@@ -90,10 +98,12 @@ def finetune(model: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray,
   tx = optimizer(cfg, steps_per_epoch=runner.steps_per_epoch(len(x)))
   state = create_train_state(model, tx, key, tuple(x.shape[1:]),
                              variables=start)
-  evaluate = ((lambda s: eval_fn(model.apply, s.variables))
+  view = view or (lambda variables: variables)
+  evaluate = ((lambda s: eval_fn(model.apply, view(s.variables)))
               if eval_fn else None)
   state, history = fit(
       state, x, y, trainer=runner, epochs=int(cfg.epochs), key=key, aux=aux,
-      checkpointer=checkpointer, meta=meta, eval_fn=evaluate, log=log,
+      epoch_aux=epoch_aux, checkpointer=checkpointer, meta=meta,
+      eval_fn=evaluate, log=log,
       name=name, eval_every=eval_every)
   return jax.device_get(state.variables), history

@@ -1,7 +1,8 @@
-"""SGD with momentum/Nesterov, PyTorch-style weight decay, and LR schedules.
+"""SGD (or Adam) with PyTorch-style weight decay, and LR schedules.
 
 Weight decay is added to the gradient before momentum, as `torch.optim.SGD`
-does, so that the NAD recipe (SGD 0.9 Nesterov, wd 1e-4) means the same here.
+(and `torch.optim.Adam`'s `weight_decay`) does, so that the NAD recipe (SGD
+0.9 Nesterov, wd 1e-4) and I-BAU's (Adam) mean the same here.
 """
 
 from typing import Sequence
@@ -9,6 +10,7 @@ from typing import Sequence
 import optax
 
 SCHEDULES = ('constant', 'step', 'cosine')
+OPTIMIZERS = ('sgd', 'adam')
 
 
 def make_schedule(
@@ -56,14 +58,17 @@ def make_schedule(
 def make_optimizer(
     schedule: optax.Schedule,
     *,
+    kind: str = 'sgd',
     momentum: float = 0.9,
     nesterov: bool = True,
     weight_decay: float = 1e-4,
 ) -> optax.GradientTransformation:
-  """SGD as `torch.optim.SGD(lr, momentum, nesterov, weight_decay)`.
+  """SGD as `torch.optim.SGD(lr, momentum, nesterov, weight_decay)`, or
+  Adam as `torch.optim.Adam(lr, weight_decay)`.
 
   Args:
     schedule: learning rate per step.
+    kind: 'sgd' or 'adam' (which ignores momentum and nesterov).
     momentum: in [0, 1).
     nesterov: Nesterov momentum.
     weight_decay: L2 coefficient added to the gradient, >= 0.
@@ -71,10 +76,16 @@ def make_optimizer(
   Returns:
     The optax transformation.
   """
+  if kind not in OPTIMIZERS:
+    raise ValueError(f'optimizer must be one of {OPTIMIZERS}, got {kind!r}')
   if not 0 <= momentum < 1:
     raise ValueError(f'momentum must be in [0, 1), got {momentum}')
   if weight_decay < 0:
     raise ValueError(f'weight_decay must be >= 0, got {weight_decay}')
+  if kind == 'adam':
+    # torch's Adam defaults (betas 0.9/0.999, eps 1e-8) are optax's too.
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.adam(schedule))
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov),
