@@ -6,9 +6,10 @@ every job uses, over a leading axis of the train state and the keys; the
 data and `aux` (a teacher) are shared. Each seed's run is the run
 `Trainer.run_epoch` gives for that seed's state and key (same permutation,
 same step keys), up to float rounding of the batched kernels
-(tests/test_seeds.py). One device: the seeds are the batch of the program,
-so a device that is not yet busy with one run (a GPU at batch 64) does S
-runs for little more than the time of one.
+(tests/test_seeds.py). One device: the seeds become a batch dimension of
+the program, meant for a device that one run leaves idle (a GPU at batch
+64; not measured yet). On XLA:CPU it is measured slower than running the
+seeds one after another (batched convolutions; README, Performance).
 """
 
 from typing import Any, Sequence
