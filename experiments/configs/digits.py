@@ -1,6 +1,6 @@
 """scikit-learn digits (8x8, 1,797 real images), small CNN: the CPU default.
 
-The README's main job (all attacks x defenses; a few minutes on 2 cores):
+The README's main job (all attacks x defenses; ~15 minutes on 2 cores):
 
   python -m experiments.reproduce
 
