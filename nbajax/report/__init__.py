@@ -18,9 +18,10 @@ A result *cell* is one evaluated model (one attack x defense x seed)::
    'fingerprint': '...',     # optional, becomes a CSV column
    'config': {...}}          # optional, JSON only
 
-Entry points: `write_results`, `markdown_table`, `check_claim`, `plot_acc_vs_asr`,
-`plot_curves`, `plot_sweeps`, `plot_attention_maps`. Plotting modules load matplotlib on
-first use, so table-only users never import it.
+Entry points: `write_results`, `markdown_table`, `check_claim`,
+`plot_acc_vs_asr`, `plot_curves`, `plot_sweeps`, `plot_attention_maps`.
+Plotting modules load matplotlib on first use, so table-only users never
+import it.
 """
 
 from nbajax.report.cells import CLEAN_ATTACK

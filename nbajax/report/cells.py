@@ -89,17 +89,18 @@ def _check_cell(index: int, cell: Any, metrics: Sequence[str]) -> None:
   if wall is not None and (isinstance(wall, bool) or not isinstance(
       wall, numbers.Real) or not float(wall) >= 0.0):
     raise ValueError(f'{where}: wall_seconds = {wall!r} is not a number >= 0')
-  history = cell.get('history') or []
-  if (not isinstance(history, Sequence) or isinstance(history, str) or
-      not all(isinstance(entry, Mapping) for entry in history)):
+  if not _list_of_dicts(cell.get('history') or []):
     raise ValueError(f'{where}: history must be a list of dicts')
   sweep = cell.get('sweep') or []
-  if (not isinstance(sweep, Sequence) or isinstance(sweep, str) or
-      not all(isinstance(e, Mapping) and isinstance(e.get('value'),
-                                                    numbers.Real)
-              for e in sweep)):
+  if not (_list_of_dicts(sweep) and all(
+      isinstance(e.get('value'), numbers.Real) for e in sweep)):
     raise ValueError(f'{where}: sweep must be a list of dicts with a number '
                      "'value'")
+
+
+def _list_of_dicts(value: Any) -> bool:
+  return (isinstance(value, Sequence) and not isinstance(value, str) and
+          all(isinstance(entry, Mapping) for entry in value))
 
 
 def validate_cells(cells: Iterable[Cell], *,

@@ -46,8 +46,3 @@ def initialize(*, num_processes: int, process_id: int,
                              num_processes=num_processes,
                              process_id=process_id)
   return True
-
-
-def is_main_process() -> bool:
-  """Whether this process writes results and reports (process 0)."""
-  return jax.process_index() == 0

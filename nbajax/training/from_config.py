@@ -3,8 +3,9 @@
 An optimizer section (`config.train`, `config.defense`,
 `config.defense.teacher`, `config.defense.ibau.outer`) has the fields
 optimizer, epochs, batch_size, lr, schedule, boundaries, decay, momentum,
-nesterov, weight_decay, crop_padding, flip, cutout and loop. Training from scratch and every defense read them here,
-so a field means the same thing everywhere.
+nesterov, weight_decay, crop_padding, flip, cutout and loop. Training from
+scratch and every defense read them here, so a field means the same thing
+everywhere.
 """
 
 import logging

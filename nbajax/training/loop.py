@@ -41,6 +41,29 @@ def _permutation(key: jax.Array, epoch: int, n: int) -> jax.Array:
   return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
+def full_batches(n: int, batch_size: int) -> int:
+  """Full batches per epoch; the remainder is dropped (a new permutation
+  every epoch, so every example is used across epochs).
+
+  Raises:
+    ValueError: fewer than one batch of examples.
+  """
+  steps = n // batch_size
+  if steps < 1:
+    raise ValueError(
+        f'the training set has {n} examples, fewer than one batch of '
+        f'{batch_size}: lower batch_size')
+  return steps
+
+
+def gather_batch(x_all: jax.Array, y_all: jax.Array, perm: jax.Array,
+                 index: jax.Array, batch_size: int
+                 ) -> tuple[jax.Array, jax.Array]:
+  """Batch `index` of the epoch's permutation `perm`, taken on device."""
+  idx = jax.lax.dynamic_slice(perm, (index * batch_size,), (batch_size,))
+  return jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0)
+
+
 class Trainer:
   """Compiles the step (or epoch) once and runs epochs with it.
 
@@ -70,12 +93,9 @@ class Trainer:
 
   def _gathered_step(self, state, x_all, y_all, perm, index, key, aux):
     self.trace_count += 1  # Runs at trace time only: counts compilations.
-    idx = jax.lax.dynamic_slice(perm, (index * self.batch_size,),
-                                (self.batch_size,))
-    x = jax.lax.with_sharding_constraint(jnp.take(x_all, idx, axis=0),
-                                         self._batch_sharding)
-    y = jax.lax.with_sharding_constraint(jnp.take(y_all, idx, axis=0),
-                                         self._batch_sharding)
+    x, y = jax.lax.with_sharding_constraint(
+        gather_batch(x_all, y_all, perm, index, self.batch_size),
+        self._batch_sharding)
     return train_step(state, x, y, key, aux, loss_fn=self._loss_fn,
                       augment_fn=self._augment_fn)
 
@@ -89,14 +109,8 @@ class Trainer:
     return state, jax.tree_util.tree_map(jnp.sum, sums)
 
   def steps_per_epoch(self, n: int) -> int:
-    """Full batches per epoch; the remainder is dropped (a new permutation
-    every epoch, so every example is used across epochs)."""
-    steps = n // self.batch_size
-    if steps < 1:
-      raise ValueError(
-          f'the training set has {n} examples, fewer than one batch of '
-          f'{self.batch_size}: lower batch_size')
-    return steps
+    """Full batches per epoch (`full_batches`)."""
+    return full_batches(n, self.batch_size)
 
   def run_epoch(self, state: TrainState, x_all: jax.Array, y_all: jax.Array,
                 epoch: int, key: jax.Array,

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nbajax.training.loop import _permutation, epoch_metrics
+from nbajax.training.loop import (_permutation, epoch_metrics, full_batches,
+                                  gather_batch)
 from nbajax.training.state import TrainState
 from nbajax.training.steps import AugmentFn, LossFn, train_step
 
@@ -53,11 +54,9 @@ class SeedTrainer:
                                   in_axes=(0, None, None, 0, None, 0, None)))
 
   def _one_step(self, state, x_all, y_all, perm, index, key, aux):
-    idx = jax.lax.dynamic_slice(perm, (index * self.batch_size,),
-                                (self.batch_size,))
-    return train_step(state, jnp.take(x_all, idx, axis=0),
-                      jnp.take(y_all, idx, axis=0), key, aux,
-                      loss_fn=self._loss_fn, augment_fn=self._augment_fn)
+    x, y = gather_batch(x_all, y_all, perm, index, self.batch_size)
+    return train_step(state, x, y, key, aux, loss_fn=self._loss_fn,
+                      augment_fn=self._augment_fn)
 
   def run_epoch(self, states: TrainState, x_all: jax.Array,
                 y_all: jax.Array, epoch: int, keys: jax.Array,
@@ -76,10 +75,7 @@ class SeedTrainer:
       (states, per-seed epoch metrics as `Trainer.run_epoch` gives them).
     """
     n = x_all.shape[0]
-    steps = n // self.batch_size
-    if steps < 1:
-      raise ValueError(f'the training set has {n} examples, fewer than one '
-                       f'batch of {self.batch_size}: lower batch_size')
+    steps = full_batches(n, self.batch_size)
     split = jax.vmap(jax.random.split)(keys)  # [S, 2]: data, step.
     perms = jax.vmap(lambda k: _permutation(k, epoch, n))(split[:, 0])
     totals = None
