@@ -46,6 +46,11 @@ _CACHE = flags.DEFINE_string(
     'compilation_cache', DEFAULT_CACHE,
     'Directory of JAX\'s persistent compilation cache (compiled steps are '
     'reused across runs and cells); empty to turn it off.')
+# XLA:CPU's convolutions off its slow library path (nbajax/training/xla_cpu.py).
+_TUNE_CPU = flags.DEFINE_bool(
+    'tune_cpu', True,
+    'Add nbajax\'s measured XLA:CPU flags to XLA_FLAGS (docs/design.md §8); '
+    'flags already in XLA_FLAGS win. --notune_cpu runs XLA\'s defaults.')
 # Several processes (a TPU pod slice, GPU nodes, CPU processes): each runs
 # the same command with its --process_id; process 0 writes every file.
 _PROCESSES = flags.DEFINE_integer(
@@ -226,11 +231,14 @@ def start(argv: list[str]) -> None:
 
 
 def setup() -> None:
-  """Joins a multi-process run (--num_processes), turns on the compilation
-  cache (--compilation_cache), logs to stderr at INFO (library chatter
-  filtered; WARNING in processes other than 0), names the devices."""
+  """Sets XLA:CPU's flags (--tune_cpu), joins a multi-process run
+  (--num_processes), turns on the compilation cache (--compilation_cache),
+  logs to stderr at INFO (library chatter filtered; WARNING in processes
+  other than 0), names the devices."""
   from nbajax import atomic
-  from nbajax.training import distributed
+  from nbajax.training import distributed, xla_cpu
+  # Before anything creates a backend: XLA reads its flags once.
+  tuned = xla_cpu.tune() if _TUNE_CPU.value else ()
   try:
     distributed.initialize(
         num_processes=_process_setting(_PROCESSES, 'NBAJAX_NUM_PROCESSES',
@@ -251,10 +259,10 @@ def setup() -> None:
   handler.addFilter(_QuietLibraries())
   devices = jax.devices()
   logging.info('JAX %s on %s: %d device(s) in %d process(es): %s; '
-               'compilation cache: %s', jax.__version__,
+               'compilation cache: %s; XLA flags added: %s', jax.__version__,
                jax.default_backend(), len(devices), jax.process_count(),
                ', '.join(str(d) for d in devices[:8]),
-               _CACHE.value or 'off')
+               _CACHE.value or 'off', ' '.join(tuned) or 'none')
 
 
 # Failures that are the user's to fix; anything else is a bug and keeps its
