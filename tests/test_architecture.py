@@ -22,7 +22,7 @@ LAYERS = (
     ('nbajax.bench',),
     ('nbajax.report',),
     # Config derivation, checks and the pieces every job uses.
-    ('nbajax.pipeline.derive',),
+    ('nbajax.pipeline.derive', 'nbajax.pipeline.fields'),
     ('nbajax.pipeline.common', 'nbajax.pipeline.evaluate'),
     ('nbajax.pipeline.validate', 'nbajax.pipeline.record'),
     ('nbajax.pipeline.model_runs', 'nbajax.pipeline.defense_setup'),

@@ -19,12 +19,9 @@ losses, generator); where they do, this module calls them and prefixes
 their message with the config field instead of repeating their rules.
 """
 
-import contextlib
-import math
 import os
-from typing import Any, Iterator, Sequence
+from typing import Sequence
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -34,10 +31,9 @@ from nbajax.attacks import poison
 from nbajax.data import EVAL_SPLITS, clean_subset_indices
 from nbajax.defenses import nba as nba_lib
 from nbajax.errors import UserError
-from nbajax.pipeline import derive
+from nbajax.pipeline import derive, fields
 
 JOBS = ('train', 'attack', 'defend', 'grid')
-_REQUIRED = object()
 
 
 def validate_config(config: ml_collections.ConfigDict, *, job: str) -> None:
@@ -65,7 +61,7 @@ def validate_config(config: ml_collections.ConfigDict, *, job: str) -> None:
   if job == 'attack':
     _check_attack(config)
   if job == 'defend':
-    _check_defense(config, (_choice(config, 'defense.name',
+    _check_defense(config, (fields.choice(config, 'defense.name',
                                     defenses.DEFENSE_NAMES),))
   if job == 'grid':
     _check_grid(config)
@@ -100,20 +96,20 @@ def validate_against_data(config: ml_collections.ConfigDict, dataset, *,
 
 
 def _check_run(config) -> None:
-  _int(config, 'seed', low=0)
-  _int(config, 'eval_every', low=1)
-  _int(config, 'eval_batch_size', low=1)
-  _int(config, 'keep_checkpoints', low=1)
+  fields.integer(config, 'seed', low=0)
+  fields.integer(config, 'eval_every', low=1)
+  fields.integer(config, 'eval_batch_size', low=1)
+  fields.integer(config, 'keep_checkpoints', low=1)
 
 
 def _check_data(config) -> None:
-  name = _get(config, 'data.name')
+  name = fields.get(config, 'data.name')
   if not isinstance(name, str) or not name.strip():
     raise UserError(
         f"config.data.name must be 'digits', 'npz' (with config.data.path) "
         f'or a prepared TFDS name such as cifar10, got {name!r}')
   if name == 'npz':
-    path = _get(config, 'data.path', default='')
+    path = fields.get(config, 'data.path', default='')
     if not path:
       raise UserError("config.data.path must name the .npz file when "
                       "config.data.name='npz'")
@@ -124,45 +120,45 @@ def _check_data(config) -> None:
 
 
 def _check_split(config) -> None:
-  _number(config, 'data.val_fraction', low=0.0, high=1.0, high_open=True)
-  split = _choice(config, 'data.eval_split', EVAL_SPLITS)
-  if split == 'val' and not _get(config, 'data.val_fraction') > 0:
+  fields.number(config, 'data.val_fraction', low=0.0, high=1.0, high_open=True)
+  split = fields.choice(config, 'data.eval_split', EVAL_SPLITS)
+  if split == 'val' and not fields.get(config, 'data.val_fraction') > 0:
     raise UserError("config.data.eval_split='val' needs a validation split: "
                     'set config.data.val_fraction > 0')
 
 
 def _check_model(config) -> None:
-  _choice(config, 'model.name', models.MODEL_NAMES)
+  fields.choice(config, 'model.name', models.MODEL_NAMES)
 
 
 def _check_optimizer(config, section: str) -> None:
   """Fields `nbajax.training.from_config` reads."""
-  _choice(config, f'{section}.optimizer', training.OPTIMIZERS)
-  _number(config, f'{section}.lr', low=0.0, low_open=True)
-  _int(config, f'{section}.epochs', low=1)
-  _batch_size(config, f'{section}.batch_size')
-  _number(config, f'{section}.momentum', low=0.0, high=1.0, high_open=True)
-  _number(config, f'{section}.weight_decay', low=0.0)
-  schedule = _choice(config, f'{section}.schedule', training.SCHEDULES)
+  fields.choice(config, f'{section}.optimizer', training.OPTIMIZERS)
+  fields.number(config, f'{section}.lr', low=0.0, low_open=True)
+  fields.integer(config, f'{section}.epochs', low=1)
+  fields.batch_size(config, f'{section}.batch_size')
+  fields.number(config, f'{section}.momentum', low=0.0, high=1.0, high_open=True)
+  fields.number(config, f'{section}.weight_decay', low=0.0)
+  schedule = fields.choice(config, f'{section}.schedule', training.SCHEDULES)
   if schedule == 'step':
-    for b in _get(config, f'{section}.boundaries'):
+    for b in fields.get(config, f'{section}.boundaries'):
       if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0:
         raise UserError(f'config.{section}.boundaries must be epochs (ints '
                         '>= 0), got '
-                        f'{_get(config, f"{section}.boundaries")!r}')
-    _number(config, f'{section}.decay', low=0.0, low_open=True)
-  _choice(config, f'{section}.loop', training.LOOPS)
-  _int(config, f'{section}.crop_padding', low=0)
-  _int(config, f'{section}.cutout', low=0)
+                        f'{fields.get(config, f"{section}.boundaries")!r}')
+    fields.number(config, f'{section}.decay', low=0.0, low_open=True)
+  fields.choice(config, f'{section}.loop', training.LOOPS)
+  fields.integer(config, f'{section}.crop_padding', low=0)
+  fields.integer(config, f'{section}.cutout', low=0)
 
 
 def _check_attack(config) -> None:
   """The attack section (also of each grid cell)."""
-  name = _choice(config, 'attack.name', attacks.ATTACK_NAMES)
-  _number(config, 'attack.rate', low=0.0, high=1.0, low_open=True)
-  _int(config, 'attack.target', low=0)
-  mode = _choice(config, 'attack.mode', poison.MODES)
-  _int(config, 'attack.seed', low=0)
+  name = fields.choice(config, 'attack.name', attacks.ATTACK_NAMES)
+  fields.number(config, 'attack.rate', low=0.0, high=1.0, low_open=True)
+  fields.integer(config, 'attack.target', low=0)
+  mode = fields.choice(config, 'attack.mode', poison.MODES)
+  fields.integer(config, 'attack.seed', low=0)
   if attacks.attack_class(name).clean_label and mode != 'all-to-one':
     raise UserError(f"config.attack.mode={mode!r}: clean-label attack "
                     f"{name!r} supports only 'all-to-one'")
@@ -171,22 +167,22 @@ def _check_attack(config) -> None:
 
 def _build_attack(config):
   """The configured attack, built by `nbajax.attacks` (its own checks)."""
-  with _prefixed('config.attack.params'):
+  with fields.prefixed('config.attack.params'):
     params = derive.attack_params(config.attack)
     return attacks.get_attack(config.attack.name, **params)
 
 
 def _check_defense(config, names: Sequence[str]) -> None:
   """The defense section for the defenses in `names`."""
-  _number(config, 'defense.clean_fraction', low=0.0, high=1.0, low_open=True)
-  _int(config, 'defense.clean_seed', low=0)
+  fields.number(config, 'defense.clean_fraction', low=0.0, high=1.0, low_open=True)
+  fields.integer(config, 'defense.clean_seed', low=0)
   _check_optimizer(config, 'defense')
-  _int(config, 'defense.eval_every', low=1)
+  fields.integer(config, 'defense.eval_every', low=1)
   if any(n in defenses.NEEDS_TEACHER for n in names):
     _check_optimizer(config, 'defense.teacher')
   if 'fp' in names:
-    _number(config, 'defense.fp.max_acc_drop', low=0.0, high=1.0)
-    _number(config, 'defense.fp.max_ratio', low=0.0, high=1.0)
+    fields.number(config, 'defense.fp.max_acc_drop', low=0.0, high=1.0)
+    fields.number(config, 'defense.fp.max_ratio', low=0.0, high=1.0)
   if 'nad' in names:
     _check_layers(config, 'defense.nad')
   if 'nba' in names:
@@ -204,48 +200,48 @@ def _check_defense(config, names: Sequence[str]) -> None:
 
 
 def _check_layers(config, section: str) -> None:
-  _number(config, f'{section}.p', low=0.0, low_open=True)
+  fields.number(config, f'{section}.p', low=0.0, low_open=True)
   # Defending, the backdoor run's model decides; every model's default
   # layers are three, so any valid name counts the betas right.
-  model = _get(config, 'model.name', default='cnn')
+  model = fields.get(config, 'model.name', default='cnn')
   model = model if model in models.MODEL_NAMES else 'cnn'
-  with _prefixed(f'config.{section}.betas'):
-    defenses.layer_betas(_get(config, section), model)
+  with fields.prefixed(f'config.{section}.betas'):
+    defenses.layer_betas(fields.get(config, section), model)
 
 
 def _check_nba(config) -> None:
   s = 'defense.nba'
   _check_layers(config, s)
   # NBA trains with the defense's optimizer fields and its own changes.
-  with _prefixed(f'config.{s}.optimizer'):
+  with fields.prefixed(f'config.{s}.optimizer'):
     merged = config.copy_and_resolve_references()
     merged.defense = nba_lib.section(config.defense)
   try:
     _check_optimizer(merged, 'defense')
   except UserError as e:
     raise UserError(f'{e} (with config.{s}.optimizer applied)') from e
-  eps = _get(config, f'{s}.eps')
-  if _is_number(eps) and eps > 1:
+  eps = fields.get(config, f'{s}.eps')
+  if fields.is_number(eps) and eps > 1:
     raise UserError(f'config.{s}.eps must be in [0, 1] (units of [0, 1] '
                     f'pixels), got {eps}: did you mean {eps:g}/255?')
-  _number(config, f'{s}.eps', low=0.0, high=1.0)
-  _number(config, f'{s}.alpha', low=0.0)
-  _int(config, f'{s}.steps', low=0)
+  fields.number(config, f'{s}.eps', low=0.0, high=1.0)
+  fields.number(config, f'{s}.alpha', low=0.0)
+  fields.integer(config, f'{s}.steps', low=0)
   for name in ('gamma', 'lam', 'kd'):
-    _number(config, f'{s}.{name}', low=0.0)
-  _number(config, f'{s}.kd_temperature', low=0.0, low_open=True)
+    fields.number(config, f'{s}.{name}', low=0.0)
+  fields.number(config, f'{s}.kd_temperature', low=0.0, low_open=True)
   _check_behavior_weights(config)
-  _choice(config, f'{s}.mode', generator.MODES)
-  _choice(config, f'{s}.generator_target', generator.TARGETS)
-  _choice(config, f'{s}.align_to', nba_lib.ALIGN_TO)
-  _choice(config, f'{s}.pseudo_bn', nba_lib.PSEUDO_BN)
-  if not isinstance(_get(config, f'{s}.random_start'), bool):
+  fields.choice(config, f'{s}.mode', generator.MODES)
+  fields.choice(config, f'{s}.generator_target', generator.TARGETS)
+  fields.choice(config, f'{s}.align_to', nba_lib.ALIGN_TO)
+  fields.choice(config, f'{s}.pseudo_bn', nba_lib.PSEUDO_BN)
+  if not isinstance(fields.get(config, f'{s}.random_start'), bool):
     raise UserError(f'config.{s}.random_start must be True or False')
 
 
 def _check_behavior_weights(config) -> None:
   field = 'config.defense.nba.weights'
-  weights = _get(config, 'defense.nba.weights')
+  weights = fields.get(config, 'defense.nba.weights')
   items = dict(weights.items()) if hasattr(weights, 'items') else None
   if not items:
     raise UserError(f'{field} must map behavior kinds '
@@ -254,24 +250,24 @@ def _check_behavior_weights(config) -> None:
     if kind not in losses.BEHAVIOR_KINDS:
       raise UserError(f'{field}.{kind}: unknown behavior kind; allowed: '
                       f'{list(losses.BEHAVIOR_KINDS)}')
-    if not _is_number(value) or not value >= 0:
+    if not fields.is_number(value) or not value >= 0:
       raise UserError(f'{field}.{kind} must be a number >= 0, got {value!r}')
   if not any(v > 0 for v in items.values()):
     raise UserError(f'{field} needs at least one weight > 0, got {items}')
 
 
 def _check_grid(config) -> None:
-  attack_names = _names(config, 'grid.attacks', attacks.ATTACK_NAMES,
+  attack_names = fields.names(config, 'grid.attacks', attacks.ATTACK_NAMES,
                         allow_empty=False)
-  defense_names = _names(config, 'grid.defenses', defenses.DEFENSE_NAMES,
+  defense_names = fields.names(config, 'grid.defenses', defenses.DEFENSE_NAMES,
                          allow_empty=True)
-  seeds = _get(config, 'grid.seeds')
-  if not _is_sequence(seeds) or not seeds or not all(
+  seeds = fields.get(config, 'grid.seeds')
+  if not fields.is_sequence(seeds) or not seeds or not all(
       isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
       for s in seeds):
     raise UserError(f'config.grid.seeds must be a non-empty list of ints '
                     f'>= 0, got {seeds!r}')
-  overrides = _get(config, 'grid.attack_overrides')
+  overrides = fields.get(config, 'grid.attack_overrides')
   for key in overrides.keys():
     if key not in attacks.ATTACK_NAMES:
       raise UserError(f'config.grid.attack_overrides.{key}: unknown attack; '
@@ -280,7 +276,7 @@ def _check_grid(config) -> None:
     # The cell's attack fields are the overrides applied to config.attack.
     where = (f'config.grid.attack_overrides.{name}' if name in overrides
              else f'grid attack {name!r}')
-    with _prefixed(where):
+    with fields.prefixed(where):
       cell = derive.cell_config(config, attack=name, seed=int(seeds[0]),
                                    workdir='')
       _check_attack(cell)
@@ -291,7 +287,7 @@ def _check_grid(config) -> None:
 
 
 def _check_batch_fits(config, section: str, n: int, what: str) -> None:
-  batch = _get(config, f'{section}.batch_size')
+  batch = fields.get(config, f'{section}.batch_size')
   if n < batch:
     raise UserError(
         f'config.{section}.batch_size={batch} is larger than {what} ({n} '
@@ -307,12 +303,12 @@ def _check_attack_fits(config, dataset) -> None:
         f'({k} classes: 0..{k - 1})')
   attack = _build_attack(config)
   h, w, c = dataset.x_train.shape[1:]
-  with _prefixed(f'config.attack: the {a.name} trigger does not fit '
+  with fields.prefixed(f'config.attack: the {a.name} trigger does not fit '
                  f'{dataset.name} images ({h}x{w}x{c})'):
     attack = _ready_for_shape(attack, dataset, target=int(a.target),
                               seed=int(a.seed))
     attack.apply(attack_base.to_float(dataset.x_train[:1]))
-  with _prefixed(f'config.attack.rate={a.rate} on {dataset.name}'):
+  with fields.prefixed(f'config.attack.rate={a.rate} on {dataset.name}'):
     poison.select_poison_indices(
         dataset.y_train, clean_label=attack.clean_label, rate=float(a.rate),
         target=int(a.target), mode=a.mode, seed=int(a.seed))
@@ -348,114 +344,10 @@ def _check_clean_subset(config, dataset, *, job: str) -> None:
   sections = ['defense'] + (['defense.teacher'] if any(
       n in defenses.NEEDS_TEACHER for n in names) else [])
   for section in sections:
-    batch = _get(config, f'{section}.batch_size')
+    batch = fields.get(config, f'{section}.batch_size')
     if len(idx) < batch:
       raise UserError(
           f'config.defense.clean_fraction={d.clean_fraction} gives a clean '
           f'subset of {len(idx)} images of {dataset.name}, fewer than one '
           f'batch of config.{section}.batch_size={batch}: raise '
           'clean_fraction or lower the batch size')
-
-
-# ---------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _prefixed(field: str) -> Iterator[None]:
-  """Re-raises a library's ValueError/TypeError/KeyError under `field`."""
-  try:
-    yield
-  except (ValueError, TypeError, KeyError) as e:
-    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    raise UserError(f'{field}: {text}') from e
-
-
-def _get(config, path: str, *, default: Any = _REQUIRED) -> Any:
-  """`config.<path>`; UserError naming it when missing and required."""
-  node = config
-  for part in path.split('.'):
-    if isinstance(node, (ml_collections.ConfigDict, dict)) and part in node:
-      node = node[part]
-    elif default is not _REQUIRED:
-      return default
-    else:
-      raise UserError(f'config.{path} is missing (see '
-                      'experiments/configs/base.py for every field)')
-  return node
-
-
-def _is_number(value: Any) -> bool:
-  return (isinstance(value, (int, float, np.integer, np.floating))
-          and not isinstance(value, bool) and math.isfinite(value))
-
-
-def _is_sequence(value: Any) -> bool:
-  return isinstance(value, (list, tuple))
-
-
-def _number(config, path: str, *, low: float | None = None,
-            high: float | None = None, low_open: bool = False,
-            high_open: bool = False, default: Any = _REQUIRED) -> float:
-  """A finite number in the range; the message shows the interval."""
-  value = _get(config, path, default=default)
-  ok = _is_number(value)
-  if ok and low is not None:
-    ok = value > low if low_open else value >= low
-  if ok and high is not None:
-    ok = value < high if high_open else value <= high
-  if not ok:
-    interval = _interval(low, high, low_open, high_open)
-    raise UserError(f'config.{path} must be {interval}, got {value!r}')
-  return float(value)
-
-
-def _interval(low, high, low_open, high_open) -> str:
-  if high is None:
-    return f'a number {">" if low_open else ">="} {low:g}'
-  return (f'a number in {"(" if low_open else "["}{low:g}, {high:g}'
-          f'{")" if high_open else "]"}')
-
-
-def _int(config, path: str, *, low: int, default: Any = _REQUIRED) -> int:
-  value = _get(config, path, default=default)
-  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-      or value < low):
-    raise UserError(f'config.{path} must be an int >= {low}, got {value!r}')
-  return int(value)
-
-
-def _choice(config, path: str, allowed: Sequence[str], *,
-            default: Any = _REQUIRED) -> str:
-  value = _get(config, path, default=default)
-  if value not in allowed:
-    raise UserError(f'config.{path}={value!r} is not allowed; allowed: '
-                    f'{list(allowed)}')
-  return value
-
-
-def _names(config, path: str, allowed: Sequence[str], *,
-           allow_empty: bool) -> tuple[str, ...]:
-  values = _get(config, path)
-  if not _is_sequence(values) or (not values and not allow_empty):
-    raise UserError(f'config.{path} must be a non-empty list of names from '
-                    f'{list(allowed)}, got {values!r}')
-  for v in values:
-    if v not in allowed:
-      raise UserError(f'config.{path}: {v!r} is not allowed; allowed: '
-                      f'{list(allowed)}')
-  return tuple(values)
-
-
-def _batch_size(config, path: str) -> int:
-  """>= 1 and a multiple of the device count (the batch is split evenly)."""
-  batch = _int(config, path, low=1)
-  n = jax.device_count()
-  if batch % n:
-    lower, upper = max(n, batch // n * n), (batch // n + 1) * n
-    raise UserError(
-        f'config.{path}={batch} is not a multiple of the {n} devices '
-        f'(jax.device_count()): each device gets an equal share of the '
-        f'batch. Use --config.{path}={lower} or {upper}, or run on fewer '
-        'devices (CUDA_VISIBLE_DEVICES, or XLA_FLAGS='
-        '--xla_force_host_platform_device_count on CPU)')
-  return batch
