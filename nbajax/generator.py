@@ -43,8 +43,12 @@ def project_linf(delta: ArrayLike, eps: ArrayLike) -> jax.Array:
   return jnp.clip(delta, -eps, eps)
 
 
-def _validate(eps: Any, steps: Any, mode: str, target: str) -> int:
-  """Checks the static arguments; returns `steps` as an int."""
+def check_settings(eps: Any, steps: Any, mode: str, target: str) -> int:
+  """Checks the generator's static arguments; returns `steps` as an int.
+
+  Raises:
+    ValueError: naming the argument (`eps`, `steps`, `mode`, `target`).
+  """
   try:
     eps_value = float(eps)
   except TypeError:  # Traced (ConcretizationTypeError): cannot check here.
@@ -142,7 +146,7 @@ def craft_pseudo_samples(
     ValueError: for `eps < 0`, `steps` not a non-negative int, or an unknown
       `mode` / `target` (the message names the field).
   """
-  steps = _validate(eps, steps, mode, target)
+  steps = check_settings(eps, steps, mode, target)
   x = jnp.asarray(x)
   if x.ndim != 4:
     raise ValueError(f'x must be [B, H, W, C], got shape {x.shape}.')

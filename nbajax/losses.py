@@ -21,7 +21,9 @@ References:
         arXiv 1503.02531.
 """
 
+import numbers
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -299,6 +301,36 @@ def _check_kinds(weights: Mapping[str, float]):
     raise ValueError(
         f'Unknown behavior kind(s) {unknown} in weights; kinds: '
         f'{BEHAVIOR_KINDS}.')
+
+
+def check_behavior_weights(weights: Any) -> dict[str, float]:
+  """Checks a `{kind: weight}` mapping for `behavior_distance`.
+
+  Args:
+    weights: a mapping of `BEHAVIOR_KINDS` entries to finite numbers >= 0,
+      at least one of them > 0.
+
+  Returns:
+    The non-zero weights as floats.
+
+  Raises:
+    ValueError: the first problem, naming the kind ('weights.channel ...').
+  """
+  items = dict(weights.items()) if hasattr(weights, 'items') else None
+  if not items:
+    raise ValueError(f'weights must map behavior kinds {BEHAVIOR_KINDS} to '
+                     f'weights, got {weights!r}')
+  for kind, value in items.items():
+    if kind not in BEHAVIOR_KINDS:
+      raise ValueError(f'weights.{kind}: unknown behavior kind; allowed: '
+                       f'{list(BEHAVIOR_KINDS)}')
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+        or not 0 <= value < float('inf')):
+      raise ValueError(f'weights.{kind} must be a number >= 0, got '
+                       f'{value!r}')
+  if not any(v > 0 for v in items.values()):
+    raise ValueError(f'weights needs at least one weight > 0, got {items}')
+  return {k: float(v) for k, v in items.items() if v != 0}
 
 
 def behavior_distance(

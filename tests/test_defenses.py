@@ -408,3 +408,35 @@ class TestLayerBetas:
   def test_negative_beta_is_an_error(self):
     with pytest.raises(ValueError, match='>= 0'):
       defenses.layer_betas(self._cfg((), (-1.0,)), 'cnn')
+
+
+def test_nba_check_accepts_the_defaults():
+  nba.check(_config())
+
+
+@pytest.mark.parametrize('field,value,words', [
+    ('eps', 8, ['nba.eps', 'did you mean 8/255']),
+    ('eps', -0.1, ['nba.eps must be in [0, 1]']),
+    ('alpha', -1.0, ['nba.alpha must be a number >= 0']),
+    ('gamma', float('nan'), ['nba.gamma']),
+    ('kd_temperature', 0.0, ['nba.kd_temperature must be a number > 0']),
+    ('steps', 1.5, ['nba.steps:', 'steps must be']),
+    ('mode', 'global', ['nba.mode:', 'universal']),
+    ('generator_target', 'x', ['nba.generator_target:', 'pseudo']),
+    ('align_to', 'teacher', ["nba.align_to='teacher'", 'clean']),
+    ('pseudo_bn', 'off', ["nba.pseudo_bn='off'", 'eval']),
+    ('random_start', 1, ['nba.random_start must be True or False']),
+    ('weights', {'spatial': 0.0}, ['nba.weights needs at least one']),
+])
+def test_nba_check_names_the_bad_field(field, value, words):
+  cfg = _config()
+  # A fresh section: a config file may hold any type in any field.
+  cfg.nba = ml_collections.ConfigDict({**cfg.nba.to_dict(), field: value})
+  with pytest.raises(ValueError) as e:
+    nba.check(cfg)
+  for word in words:
+    assert word in str(e.value)
+
+
+def test_nba_is_checked_through_the_registry():
+  assert defenses.CHECKS['nba'] is nba.check

@@ -328,6 +328,28 @@ class BehaviorDistanceTest(parameterized.TestCase):
           weights={'channel': 1.0})
 
 
+class CheckBehaviorWeightsTest(parameterized.TestCase):
+
+  def test_returns_the_nonzero_weights_as_floats(self):
+    self.assertEqual(
+        losses.check_behavior_weights({'spatial': 1, 'channel': 0.0,
+                                       'relation': np.float32(0.5)}),
+        {'spatial': 1.0, 'relation': 0.5})
+
+  @parameterized.parameters(
+      ({}, 'must map behavior kinds'),
+      ([1.0], 'must map behavior kinds'),
+      ({'temporal': 1.0}, 'weights.temporal: unknown behavior kind'),
+      ({'spatial': -1.0}, 'weights.spatial must be a number >= 0'),
+      ({'spatial': float('inf')}, 'weights.spatial must be a number >= 0'),
+      ({'spatial': True}, 'weights.spatial must be a number >= 0'),
+      ({'spatial': 0.0, 'channel': 0}, 'at least one weight > 0'),
+  )
+  def test_refuses(self, weights, words):
+    with self.assertRaisesRegex(ValueError, words):
+      losses.check_behavior_weights(weights)
+
+
 class BehaviorLossTest(parameterized.TestCase):
 
   def setUp(self):

@@ -35,7 +35,7 @@ from nbajax import training
 from nbajax.errors import UserError
 from nbajax.checkpoint import (CheckpointError, Checkpointer,
                                CorruptCheckpointError, restore_variables)
-from nbajax.pipeline import validate
+from nbajax.pipeline import fields, validate
 from nbajax.pipeline import train as train_job
 from nbajax.training.steps import classification_sums
 from tests.tiny import TinyNet, digits
@@ -107,7 +107,7 @@ BAD_CONFIGS = [
     ('defend', {'defense.nba.alpha': -1.0}, ['config.defense.nba.alpha',
                                              '>= 0']),
     ('defend', {'defense.nba.steps': -1}, ['config.defense.nba.steps',
-                                           '>= 0']),
+                                           'non-negative int']),
     ('defend', {'defense.nba.steps': 2.5}, ['config.defense.nba.steps',
                                             'int']),
     ('defend', {'defense.nba.gamma': -1.0}, ['config.defense.nba.gamma']),
@@ -199,7 +199,7 @@ class TestValidateConfig:
       validate.validate_config(c, job=job)
 
   def test_batch_not_divisible_by_devices_says_how_to_fix(self, monkeypatch):
-    monkeypatch.setattr(validate.jax, 'device_count', lambda: 4)
+    monkeypatch.setattr(fields.jax, 'device_count', lambda: 4)
     with pytest.raises(ValueError) as e:
       validate.validate_config(_config(**{'train.batch_size': 30}),
                                job='train')

@@ -32,7 +32,8 @@ DEFENSE_NAMES = tuple(DEFENSES)
 NEEDS_TEACHER = ('nad', 'nba', 'mcr')
 # `check(defense_cfg)` of a defense's own fields (ValueError naming one).
 CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
-    'mcr': mcr.check, 'anp': anp.check, 'ibau': ibau.check}
+    'nba': nba.check, 'mcr': mcr.check, 'anp': anp.check,
+    'ibau': ibau.check}
 
 
 def get_defense(name: str) -> Callable[[DefenseInputs,

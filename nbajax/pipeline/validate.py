@@ -25,7 +25,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
-from nbajax import attacks, defenses, generator, losses, models, training
+from nbajax import attacks, defenses, models, training
 from nbajax.attacks import base as attack_base
 from nbajax.attacks import poison
 from nbajax.data import EVAL_SPLITS, clean_subset_indices
@@ -137,7 +137,8 @@ def _check_optimizer(config, section: str) -> None:
   fields.number(config, f'{section}.lr', low=0.0, low_open=True)
   fields.integer(config, f'{section}.epochs', low=1)
   fields.batch_size(config, f'{section}.batch_size')
-  fields.number(config, f'{section}.momentum', low=0.0, high=1.0, high_open=True)
+  fields.number(config, f'{section}.momentum', low=0.0, high=1.0,
+                high_open=True)
   fields.number(config, f'{section}.weight_decay', low=0.0)
   schedule = fields.choice(config, f'{section}.schedule', training.SCHEDULES)
   if schedule == 'step':
@@ -174,7 +175,8 @@ def _build_attack(config):
 
 def _check_defense(config, names: Sequence[str]) -> None:
   """The defense section for the defenses in `names`."""
-  fields.number(config, 'defense.clean_fraction', low=0.0, high=1.0, low_open=True)
+  fields.number(config, 'defense.clean_fraction', low=0.0, high=1.0,
+                low_open=True)
   fields.integer(config, 'defense.clean_seed', low=0)
   _check_optimizer(config, 'defense')
   fields.integer(config, 'defense.eval_every', low=1)
@@ -197,6 +199,10 @@ def _check_defense(config, names: Sequence[str]) -> None:
         defenses.CHECKS[name](config.defense)
       except (ValueError, TypeError) as e:
         raise UserError(f'config.defense.{e}') from e
+      except (KeyError, AttributeError) as e:
+        raise UserError(f'config.defense.{name}: a field is missing ({e}); '
+                        'see experiments/configs/base.py for every field'
+                        ) from e
 
 
 def _check_layers(config, section: str) -> None:
@@ -220,47 +226,13 @@ def _check_nba(config) -> None:
     _check_optimizer(merged, 'defense')
   except UserError as e:
     raise UserError(f'{e} (with config.{s}.optimizer applied)') from e
-  eps = fields.get(config, f'{s}.eps')
-  if fields.is_number(eps) and eps > 1:
-    raise UserError(f'config.{s}.eps must be in [0, 1] (units of [0, 1] '
-                    f'pixels), got {eps}: did you mean {eps:g}/255?')
-  fields.number(config, f'{s}.eps', low=0.0, high=1.0)
-  fields.number(config, f'{s}.alpha', low=0.0)
-  fields.integer(config, f'{s}.steps', low=0)
-  for name in ('gamma', 'lam', 'kd'):
-    fields.number(config, f'{s}.{name}', low=0.0)
-  fields.number(config, f'{s}.kd_temperature', low=0.0, low_open=True)
-  _check_behavior_weights(config)
-  fields.choice(config, f'{s}.mode', generator.MODES)
-  fields.choice(config, f'{s}.generator_target', generator.TARGETS)
-  fields.choice(config, f'{s}.align_to', nba_lib.ALIGN_TO)
-  fields.choice(config, f'{s}.pseudo_bn', nba_lib.PSEUDO_BN)
-  if not isinstance(fields.get(config, f'{s}.random_start'), bool):
-    raise UserError(f'config.{s}.random_start must be True or False')
-
-
-def _check_behavior_weights(config) -> None:
-  field = 'config.defense.nba.weights'
-  weights = fields.get(config, 'defense.nba.weights')
-  items = dict(weights.items()) if hasattr(weights, 'items') else None
-  if not items:
-    raise UserError(f'{field} must map behavior kinds '
-                    f'{losses.BEHAVIOR_KINDS} to weights, got {weights!r}')
-  for kind, value in items.items():
-    if kind not in losses.BEHAVIOR_KINDS:
-      raise UserError(f'{field}.{kind}: unknown behavior kind; allowed: '
-                      f'{list(losses.BEHAVIOR_KINDS)}')
-    if not fields.is_number(value) or not value >= 0:
-      raise UserError(f'{field}.{kind} must be a number >= 0, got {value!r}')
-  if not any(v > 0 for v in items.values()):
-    raise UserError(f'{field} needs at least one weight > 0, got {items}')
 
 
 def _check_grid(config) -> None:
   attack_names = fields.names(config, 'grid.attacks', attacks.ATTACK_NAMES,
-                        allow_empty=False)
-  defense_names = fields.names(config, 'grid.defenses', defenses.DEFENSE_NAMES,
-                         allow_empty=True)
+                              allow_empty=False)
+  defense_names = fields.names(config, 'grid.defenses',
+                               defenses.DEFENSE_NAMES, allow_empty=True)
   seeds = fields.get(config, 'grid.seeds')
   if not fields.is_sequence(seeds) or not seeds or not all(
       isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
