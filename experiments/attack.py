@@ -5,7 +5,7 @@ Trains the clean model first when the attack needs one (trojan, cl), unless
 `--config.attack.clean_model_dir` names a finished `experiments.train` run.
 """
 
-from absl import flags, logging
+from absl import flags
 
 from experiments import cli
 
@@ -16,7 +16,7 @@ def main(argv):
   cli.start(argv)
   from nbajax.pipeline import attack
   cli.run_job(attack.run_attack, _CONFIG.value, _WORKDIR.value,
-              overwrite=_OVERWRITE.value, log=logging.info)
+              overwrite=_OVERWRITE.value)
 
 
 flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.

@@ -140,7 +140,7 @@ def grid_main(job_name: str, example: str) -> Callable[[list[str]], None]:
     cfg = config.value
     run_job(getattr(module, fn_name), cfg,
             workdir.value or f'runs/reproduce_{cfg.data.name}',
-            only=only.value, log=logging.info)
+            only=only.value)
 
   return main
 

@@ -6,7 +6,7 @@ clean subset, makes (or reuses) the teacher, runs the defense and writes
 before/after ACC, ASR, RA and DER.
 """
 
-from absl import flags, logging
+from absl import flags
 
 from experiments import cli
 
@@ -23,7 +23,7 @@ def main(argv):
   from nbajax.pipeline import defend
   cli.run_job(defend.run_defense, _CONFIG.value, _WORKDIR.value,
               backdoor_dir=_BACKDOOR.value, teacher_dir=_TEACHER.value,
-              overwrite=_OVERWRITE.value, log=logging.info)
+              overwrite=_OVERWRITE.value)
 
 
 flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.

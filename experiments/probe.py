@@ -10,7 +10,7 @@ per radius and PGD step count (`nbajax.pipeline.probe`). The generator's
 other settings are `config.defense.nba`'s.
 """
 
-from absl import flags, logging
+from absl import flags
 
 from experiments import cli
 
@@ -42,7 +42,7 @@ def main(argv):
     steps = _numbers(_STEPS.value, int, 'steps')
     return probe.probe_pseudo_samples(
         _CONFIG.value, backdoor_dir=_BACKDOOR.value, workdir=_WORKDIR.value,
-        eps=eps, steps=steps, images=_IMAGES.value, log=logging.info)
+        eps=eps, steps=steps, images=_IMAGES.value)
 
   cli.run_job(job)
 

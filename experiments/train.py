@@ -4,7 +4,7 @@ Thin CLI: parses flags, logs the devices, calls `nbajax.pipeline.train`.
 Override any field with `--config.train.epochs=5` and so on.
 """
 
-from absl import flags, logging
+from absl import flags
 
 from experiments import cli
 
@@ -15,7 +15,7 @@ def main(argv):
   cli.start(argv)
   from nbajax.pipeline import train  # After flags: keeps --help fast.
   cli.run_job(train.train_clean, _CONFIG.value, _WORKDIR.value,
-              overwrite=_OVERWRITE.value, log=logging.info)
+              overwrite=_OVERWRITE.value)
 
 
 flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir.

@@ -163,13 +163,12 @@ def full_run(model_name: str, kind: str, *,
   inputs = defenses.DefenseInputs(model=model, model_name=model_name,
                                   variables=start, x_clean=x, y_clean=y,
                                   key=jax.random.key(1))
-  quiet = dict(log=lambda s: None)
   t0 = time.perf_counter()
-  teacher, _ = defenses.defend('ft', inputs, defense.teacher, **quiet)
+  teacher, _ = defenses.defend('ft', inputs, defense.teacher, name='teacher')
   teacher_s = time.perf_counter() - t0
   inputs = dataclasses.replace(inputs, teacher=teacher)
   t0 = time.perf_counter()
-  defenses.defend(kind, inputs, defense, **quiet)
+  defenses.defend(kind, inputs, defense, name=kind)
   defense_s = time.perf_counter() - t0
   return {'model': model_name, 'kind': kind, 'images': images,
           'teacher_epochs': int(defense.teacher.epochs),

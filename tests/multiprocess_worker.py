@@ -31,7 +31,7 @@ def main(out: str, num_processes: int, process_id: int, port: int) -> None:
       augment_fn=lambda z, k: data.augment(z, k, crop_padding=1, flip=False,
                                            cutout=0))
   state, history = training.fit(state, x, y, trainer=trainer, epochs=2,
-                                key=jax.random.key(1), log=lambda s: None)
+                                key=jax.random.key(1))
   preds = training.predict(model.apply, state.variables, x)
   flat = traverse_util.flatten_dict(jax.device_get(state.params), sep='/')
   np.savez(out, preds=preds, devices=len(jax.devices()),

@@ -93,7 +93,7 @@ class TestMcr:
     cfg.mcr.sweep = (0.0, 0.5, 1.0)
     seen = []
     variables, history = defenses.defend(
-        'mcr', ctx, cfg, log=lambda s: None,
+        'mcr', ctx, cfg,
         eval_fn=lambda apply, v: seen.append(v) or {'test_acc': 0.5})
     assert [e['value'] for e in history[-1]['sweep']] == [0.0, 0.5, 1.0]
     assert history[-1]['sweep_name'] == 't'
@@ -169,7 +169,7 @@ class TestAnp:
     cfg.anp.sweep = (0.0, 1.0)
     ctx = _context()
     variables, history = defenses.defend(
-        'anp', ctx, cfg, log=lambda s: None,
+        'anp', ctx, cfg,
         eval_fn=lambda apply, v: {'test_acc': 0.5})
     assert history[0]['pruned'] == 0
     assert _max_abs_diff(variables, ctx.variables) == 0.0
@@ -238,8 +238,7 @@ class TestIbau:
 
   def test_runs_with_its_own_optimizer_and_changes_the_model(self):
     ctx = _context()
-    variables, history = defenses.defend('ibau', ctx, self._cfg(),
-                                         log=lambda s: None)
+    variables, history = defenses.defend('ibau', ctx, self._cfg())
     assert len(history) == 2  # ibau.outer.epochs rounds, not defense.epochs.
     assert _max_abs_diff(variables['params'], ctx.variables['params']) > 0
     # Batch norm runs in eval mode: its statistics are the backdoored ones.
@@ -248,13 +247,13 @@ class TestIbau:
 
   def test_resumed_run_equals_uninterrupted(self, tmp_path):
     ctx = _context()
-    full, _ = defenses.defend('ibau', ctx, self._cfg(), log=lambda s: None,
+    full, _ = defenses.defend('ibau', ctx, self._cfg(),
                               checkpointer=Checkpointer(str(tmp_path / 'a')))
     one = self._cfg()
     one.ibau.outer.epochs = 1
     ckpt = Checkpointer(str(tmp_path / 'b'))
-    defenses.defend('ibau', ctx, one, log=lambda s: None, checkpointer=ckpt)
-    resumed, _ = defenses.defend('ibau', ctx, self._cfg(), log=lambda s: None,
+    defenses.defend('ibau', ctx, one, checkpointer=ckpt)
+    resumed, _ = defenses.defend('ibau', ctx, self._cfg(),
                                  checkpointer=ckpt)
     assert _max_abs_diff(full, resumed) == 0.0
 

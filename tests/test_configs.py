@@ -18,7 +18,8 @@ CONFIGS = sorted(m.name for m in pkgutil.iter_modules(
 
 
 def test_the_documented_configs_exist():
-  assert {'digits', 'gtsrb', 'cifar10_wrn', 'cifar10_preact'} <= set(CONFIGS)
+  assert {'digits', 'gtsrb', 'cifar10_wrn', 'cifar10_preact',
+          'cifar10_subset'} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize('name', CONFIGS)

@@ -80,7 +80,7 @@ def _context(*, teacher: bool = True, n: int = 48) -> defenses.DefenseInputs:
 
 
 def _defend(name, inputs, cfg):
-  return defenses.defend(name, inputs, cfg, log=lambda s: None)
+  return defenses.defend(name, inputs, cfg)
 
 
 def _batch(n=BATCH):

@@ -246,7 +246,7 @@ class TestTrainClean:
     config = digits_config.get_config()
     config.train.epochs = 10
     t0 = time.perf_counter()
-    r = train_job.train_clean(config, str(tmp_path), log=lambda s: None)
+    r = train_job.train_clean(config, str(tmp_path))
     seconds = time.perf_counter() - t0
     print(f'train_clean: {r["test_acc"]:.4f} test accuracy in {seconds:.1f}s')
     assert r['epochs'] == 10

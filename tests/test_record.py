@@ -59,8 +59,7 @@ def test_run_once_writes_then_reuses(tmp_path):
     calls.append(1)
     return record.RunRecord(role='teacher', metrics=dict(METRICS))
 
-  kw = dict(fingerprint='a' * 16, label='test', overwrite=False,
-            log=lambda s: None, body=body)
+  kw = dict(fingerprint='a' * 16, label='test', overwrite=False, body=body)
   first = record.run_once(str(tmp_path / 'w'), **kw)
   assert first['fingerprint'] == 'a' * 16 and first['wall_seconds'] >= 0
   saved = json.loads((tmp_path / 'w' / 'results.json').read_text())

@@ -375,7 +375,7 @@ def test_finished_workdir_of_other_settings_is_not_overwritten(tmp_path):
                      'test_acc': 0.9})
   before = _snapshot(tmp_path)
   with pytest.raises(UserError, match='--overwrite'):
-    train_job.train_clean(_config(), str(tmp_path), log=lambda s: None)
+    train_job.train_clean(_config(), str(tmp_path))
   assert _snapshot(tmp_path) == before
 
 
@@ -591,7 +591,7 @@ def _fit(ck, epochs, scale):
       jax.random.key(0), (8, 8, 1))
   return training.fit(state, x, y, trainer=trainer, epochs=epochs,
                       key=jax.random.key(1), aux=jnp.float32(scale),
-                      checkpointer=ck, meta={}, log=lambda s: None)
+                      checkpointer=ck, meta={})
 
 
 class TestTrainingFailures:

@@ -146,8 +146,7 @@ class TestFit:
       trainer = training.Trainer(training.make_ce_loss(model), batch_size=64)
       return training.fit(_state(model), x, y, trainer=trainer, epochs=epochs,
                           key=jax.random.key(7),
-                          checkpointer=Checkpointer(directory),
-                          log=lambda s: None)
+                          checkpointer=Checkpointer(directory))
 
     full, full_hist = run(tmp_path / 'a', 3)
     run(tmp_path / 'b', 2)  # "Interrupted" after two epochs.
@@ -162,7 +161,7 @@ class TestFit:
     trainer = training.Trainer(training.make_ce_loss(model), batch_size=64)
     with pytest.raises(FloatingPointError, match=r'in epoch \d+'):
       training.fit(_state(model, lr=1e30), x, y, trainer=trainer, epochs=2,
-                   key=jax.random.key(0), log=lambda s: None)
+                   key=jax.random.key(0))
 
   def test_predict_pads_the_last_batch(self):
     model = TinyNet()

@@ -156,15 +156,14 @@ class TestOverwriteRemovesOnlyOurs:
       step.rmdir()
     before = _snapshot(tmp_path)
     with pytest.raises(UserError, match='checkpoints are gone'):
-      attack_job.run_attack(config, str(run), log=lambda s: None)
+      attack_job.run_attack(config, str(run))
     assert _snapshot(tmp_path) == before
 
   def test_foreign_results_json_is_never_replaced(self, tmp_path):
     (tmp_path / 'results.json').write_text('[1, 2, 3]')
     before = _snapshot(tmp_path)
     with pytest.raises(UserError, match='not the results of an nbajax job'):
-      train_job.train_clean(_config(), str(tmp_path), overwrite=True,
-                            log=lambda s: None)
+      train_job.train_clean(_config(), str(tmp_path), overwrite=True)
     assert _snapshot(tmp_path) == before
 
 
@@ -291,7 +290,7 @@ class TestLock:
       assert holder.stdout.readline().strip() == 'held'
       before = _snapshot(tmp_path)
       with pytest.raises(UserError, match=f'in use by pid {holder.pid}'):
-        train_job.train_clean(_config(), str(work), log=lambda s: None)
+        train_job.train_clean(_config(), str(work))
       assert _snapshot(tmp_path) == before
     finally:
       holder.communicate('', timeout=30)
@@ -431,7 +430,7 @@ class TestCorruptFiles:
     before = _snapshot(tmp_path)
     with pytest.raises(UserError, match='results.json'):
       defend_job.run_defense(_config(), str(tmp_path / 'D'),
-                             backdoor_dir=str(run), log=lambda s: None)
+                             backdoor_dir=str(run))
     assert _snapshot(tmp_path) == before
 
   def test_broken_tfds_dataset_info(self, tmp_path):

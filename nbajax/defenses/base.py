@@ -21,6 +21,8 @@ from nbajax import models
 from nbajax.checkpoint import Checkpointer
 from nbajax.training import from_config
 
+_LOG = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass(frozen=True)
 class DefenseInputs:
@@ -116,7 +118,7 @@ def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
         *, checkpointer: Checkpointer | None = None,
         meta: dict[str, Any] | None = None,
         eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
-        log: Callable[[str], None] = logging.info, name: str = 'defense',
+        name: str = 'defense',
         eval_every: int = 1
         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Runs a defense's plan with the optimizer fields of `cfg` (or of
@@ -132,7 +134,7 @@ def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
     plan has a sweep and `eval_fn` is given).
   """
   if plan.summary:
-    log(f'[{name}] {plan.summary}')
+    _LOG.info('[%s] %s', name, plan.summary)
   section = cfg if plan.section is None else plan.section
   if plan.loss_fn is None or int(section.epochs) == 0:
     trained, history = jax.device_get(plan.start), [dict(plan.notes)]
@@ -141,7 +143,7 @@ def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
         inputs.model, plan.start, inputs.x_clean, inputs.y_clean, section,
         key=inputs.key, loss_fn=plan.loss_fn, aux=plan.aux,
         epoch_aux=plan.epoch_aux, view=plan.view, checkpointer=checkpointer,
-        meta=meta, eval_fn=eval_fn, log=log, name=name,
+        meta=meta, eval_fn=eval_fn, name=name,
         eval_every=eval_every)
     if plan.notes:
       history[0] = {**history[0], **plan.notes}
@@ -151,7 +153,7 @@ def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
                                                    variables))
     history[-1] = {**history[-1], 'sweep': entries,
                    'sweep_name': plan.sweep_name}
-    log(f'[{name}] ' + format_sweep(entries, plan.sweep_name))
+    _LOG.info('[%s] %s', name, format_sweep(entries, plan.sweep_name))
   variables = plan.view(trained) if plan.view is not None else trained
   return jax.device_get(variables), history
 

@@ -17,17 +17,20 @@ A variant whose defense config equals the grid's config of that defense
 `workdir/seed<s>/<attack>/<defense>/`. Resumable like the grid.
 """
 
+import logging
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import ml_collections
 
 from nbajax import atomic, report, rundir
 from nbajax.errors import UserError, closest
 from nbajax.pipeline import attack as attack_job
-from nbajax.pipeline import common, derive, reproduce, validate
+from nbajax.pipeline import derive, reproduce, validate
 from nbajax.pipeline import defend as defend_job
 from nbajax.pipeline import defense_setup
+
+_LOG = logging.getLogger(__name__)
 
 ONLY_KEYS = ('attack', 'variant', 'seed')
 
@@ -106,7 +109,7 @@ def variant_dir(workdir: str, cell_config: ml_collections.ConfigDict,
 
 
 def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
-                 only: str = '', log: Callable[[str], None] | None = None
+                 only: str = ''
                  ) -> list[dict[str, Any]]:
   """Runs (or resumes) the ablation and writes its report in `workdir`.
 
@@ -115,7 +118,6 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
     workdir: the grid directory (backdoored models are trained there when
       missing, exactly as the grid would).
     only: filter such as 'attack=blend,variant=nba+eps8,seed=0'.
-    log: progress sink.
 
   Returns:
     The result cells; a cell's 'defense' is the variant name, 'variant' its
@@ -131,11 +133,10 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
       'seed': tuple(a.seeds)})
   rundir.check_workdir(workdir, grid=True)
   with rundir.locked(workdir):  # The grid's lock: they share its models.
-    return _run_ablation(config, workdir, only, only_sets,
-                         log=log or common.logger('ablation'))
+    return _run_ablation(config, workdir, only, only_sets)
 
 
-def _run_ablation(config, workdir, only, only_sets, *, log):
+def _run_ablation(config, workdir, only, only_sets):
   a = config.ablation
   name = report_name(a)
   for variant in a.run:  # Every listed variant must build, before any run.
@@ -147,7 +148,7 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
     raise UserError(f'--only {only!r} selects no ablation cell of seeds '
                     f'{tuple(a.seeds)}, attacks {tuple(a.attacks)}, '
                     f'variants {tuple(a.run)}')
-  progress = reproduce.Progress(len(plan), log, label='ablation')
+  progress = reproduce.Progress(len(plan), label='ablation')
   cells, backdoors = [], set()
   setups: dict[tuple[int, str], defense_setup.DefenseSetup] = {}
   for seed, attack, variant in plan:
@@ -157,7 +158,7 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
     progress.begin(f'seed {seed} | {attack} | {variant}')
     if (seed, attack) not in backdoors:  # The 'none' row: before defense.
       backdoors.add((seed, attack))
-      bd = attack_job.run_attack(cfg, backdoor_dir, log=log)
+      bd = attack_job.run_attack(cfg, backdoor_dir)
       cells.append(reproduce.result_cell(bd, attack=attack, defense='none',
                                          seed=seed,
                                          split=cfg.data.eval_split))
@@ -166,11 +167,11 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
     vdir = variant_dir(workdir, cfg, vcfg, variant=variant, seed=seed,
                        attack=attack)
     if not reproduce.finished(vdir) and (seed, attack) not in setups:
-      setups[(seed, attack)] = defense_setup.DefenseSetup(vcfg, backdoor_dir,
-                                                       log)
+      setups[(seed, attack)] = defense_setup.DefenseSetup(vcfg,
+                                                            backdoor_dir)
     res, seconds = reproduce.run_timed(
         vdir, defend_job.run_defense, vcfg, vdir, backdoor_dir=backdoor_dir,
-        log=log, setup=setups.get((seed, attack)))
+        setup=setups.get((seed, attack)))
     progress.end(seconds)
     cell = reproduce.result_cell(res, attack=attack, defense=variant,
                                  seed=seed, split=cfg.data.eval_split)
@@ -178,13 +179,12 @@ def _run_ablation(config, workdir, only, only_sets, *, log):
     cells.append(cell)
   write_ablation_report(cells, workdir, name=name,
                         title=(f'Ablation {name!r}, {config.data.name} / '
-                               f'{config.model.name}'), log=log)
+                               f'{config.model.name}'))
   return cells
 
 
 def write_ablation_report(cells: list[dict[str, Any]], workdir: str, *,
-                          name: str, title: str,
-                          log: Callable[[str], None]) -> None:
+                          name: str, title: str) -> None:
   """<name>.json, <name>.md (rows variants) and <name>.png in `workdir`."""
   table = report.markdown_table(cells, transpose=True, mean_row=True)
   changes = ['| variant | changes of `config.defense` |', '|:--|:--|']
@@ -197,5 +197,5 @@ def write_ablation_report(cells: list[dict[str, Any]], workdir: str, *,
   atomic.write_text_atomic(f'{path}.md', text)
   atomic.write_text_atomic(f'{path}.json', report.json_text(cells))
   report.plot_acc_vs_asr(cells, f'{path}.png', title=title)
-  log('\n' + table)
-  log(f'ablation report in {workdir}: {name}.md, {name}.json, {name}.png')
+  _LOG.info('\n' + table)
+  _LOG.info(f'ablation report in {workdir}: {name}.md, {name}.json, {name}.png')

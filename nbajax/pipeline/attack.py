@@ -9,6 +9,7 @@ Layout of an attack workdir:
     workdir/trigger.png     clean vs triggered test images
 """
 
+import logging
 import os
 from typing import Any, Callable
 
@@ -22,11 +23,13 @@ from nbajax.errors import UserError
 from nbajax.pipeline import (common, derive, evaluate, model_runs, record,
                              validate)
 
-def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
+_LOG = logging.getLogger(__name__)
+
+def clean_model_fn(config, workdir: str, dataset) -> Callable:
   """Eval-mode closure of a clean model: restored or trained in workdir."""
   given = config.attack.clean_model_dir
   source = given or os.path.join(workdir, 'clean')
-  log(f'clean model for {config.attack.name}: {source}')
+  _LOG.info(f'clean model for {config.attack.name}: {source}')
   if given:
     done = rundir.job_results(given)
     if done is not None and done['fingerprint'] != common.training_fingerprint(
@@ -37,7 +40,7 @@ def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
           'point it at a clean model of these settings, or leave it empty to '
           'train one inside the attack run')
   # Reuses a finished run of these settings, trains one otherwise.
-  model_runs.clean_model(config, source, log=log, part_of=workdir)
+  model_runs.clean_model(config, source, part_of=workdir)
   model = common.build_model(config.model, dataset)
   ckpt = Checkpointer(os.path.join(source, 'checkpoints'))
   variables = jax.device_get(
@@ -46,8 +49,7 @@ def clean_model_fn(config, workdir: str, dataset, log) -> Callable:
 
 
 def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
-               overwrite: bool = False,
-               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+               overwrite: bool = False) -> dict[str, Any]:
   """Trains the backdoored model of `config.attack` and evaluates it.
 
   Returns:
@@ -58,29 +60,29 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
     UserError: a bad config or workdir, or the workdir in use.
   """
   validate.validate_config(config, job='attack')
-  log = log or common.logger('attack')
   given = config.attack.clean_model_dir
   fp = common.training_fingerprint(config, config.attack, 'backdoored')
   # Teachers were fine-tuned from the model an overwrite replaces.
   return record.run_once(
-      workdir, fingerprint=fp, label='attack', overwrite=overwrite, log=log,
+      workdir, fingerprint=fp, label='attack', overwrite=overwrite,
       teachers=True, reads=(given,) if given else (),
-      body=lambda: _attack(config, workdir, fp, log=log))
+      body=lambda: _attack(config, workdir, fp))
 
 
-def _attack(config, workdir, fp, *, log) -> record.RunRecord:
+def _attack(config, workdir, fp) -> record.RunRecord:
   a = config.attack
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='attack')
   attack = attacks.get_attack(a.name, **derive.attack_params(a))
-  clean_fn = (clean_model_fn(config, workdir, dataset, log)
+  clean_fn = (clean_model_fn(config, workdir, dataset)
               if a.name in derive.NEEDS_CLEAN_MODEL else None)
   result = poison.poison_dataset(
       dataset.x_train, dataset.y_train, attack, rate=float(a.rate),
       target=int(a.target), mode=a.mode, seed=int(a.seed), clean_fn=clean_fn,
       num_classes=dataset.num_classes)
-  log(f'{a.name}: poisoned {len(result.indices)} of {len(dataset.y_train)} '
-      f'training images (target {a.target}, {a.mode})')
+  _LOG.info('%s: poisoned %d of %d training images (target %s, %s)',
+            a.name, len(result.indices), len(dataset.y_train), a.target,
+            a.mode)
   sets = evaluate.make_eval_sets(dataset, result.attack, target=int(a.target),
                                  mode=a.mode)
   spec = attack_spec(config, result)
@@ -88,14 +90,14 @@ def _attack(config, workdir, fp, *, log) -> record.RunRecord:
   model, state, history, _ = model_runs.train_model(
       config, workdir, dataset=dataset, x_train=result.x, y_train=result.y,
       role='backdoored', fingerprint_=fp, extra_meta={'attack': spec},
-      eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs), log=log)
+      eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs))
   final = evaluate.evaluate(model.apply, state.variables, sets,
                             batch_size=eval_bs)
   if atomic.is_writer():  # Process 0 of a multi-process run.
     save_trigger_figure(sets, os.path.join(workdir, 'trigger.png'),
                         title=f'{a.name} on {dataset.name}')
-  log(f'{a.name}: ACC {100 * final["acc"]:.2f}%  ASR {100 * final["asr"]:.2f}%'
-      f'  RA {100 * final["ra"]:.2f}%')
+  _LOG.info('%s: ACC %.2f%%  ASR %.2f%%  RA %.2f%%', a.name,
+            100 * final['acc'], 100 * final['asr'], 100 * final['ra'])
   return record.RunRecord(
       role='backdoored', attack=a.name, dataset=dataset.name,
       model=config.model.name, metrics=final,

@@ -4,7 +4,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -19,6 +19,8 @@ from nbajax.atomic import json_default
 from nbajax.pipeline.derive import to_dict
 from nbajax.checkpoint import Checkpointer
 from nbajax.errors import UserError
+
+_LOG = logging.getLogger(__name__)
 
 RESULTS_FILE = rundir.RESULTS_FILE
 
@@ -102,8 +104,7 @@ def restore_variables_of(ckpt: Checkpointer, model, dataset,
   return ckpt.restore_variables(variables_template(model, dataset), step)
 
 
-def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
-                   log: Callable[[str], None], label: str,
+def reuse_or_start(workdir: str, fp: str, *, overwrite: bool, label: str,
                    teachers: bool = False) -> Any:
   """Results of a finished run of the same settings, or None to run.
 
@@ -138,7 +139,7 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
       raise UserError(
           f'{workdir} holds the results of a finished {label} run but its '
           'checkpoints are gone; pass --overwrite to run it again')
-    log(f'{workdir} already holds this finished {label} run; reusing it')
+    _LOG.info(f'{workdir} already holds this finished {label} run; reusing it')
     return done
   if overwrite:
     removed = rundir.remove_own(workdir, teachers=teachers)
@@ -147,13 +148,7 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool,
         os.remove(os.path.join(workdir, RESULTS_FILE))
       removed.append(os.path.join(workdir, RESULTS_FILE))
     for path in removed:
-      log(f'--overwrite: removed {path}')
+      _LOG.info(f'--overwrite: removed {path}')
     # The other processes of a multi-process run go on once it is gone.
     atomic.barrier(f'overwrite {workdir}')
   return None
-
-
-def logger(name: str) -> Callable[[str], None]:
-  """A progress sink that goes to absl/standard logging and stays flushed."""
-  log = logging.getLogger(f'nbajax.{name}')
-  return log.info

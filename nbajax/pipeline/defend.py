@@ -9,7 +9,8 @@ Layout:
     workdir/results.json           before/after ACC, ASR, RA, DER, history
 """
 
-from typing import Any, Callable
+import logging
+from typing import Any
 
 import ml_collections
 
@@ -17,11 +18,12 @@ from nbajax import defenses, metrics, rundir
 from nbajax.pipeline import common, derive, evaluate, record, validate
 from nbajax.pipeline.defense_setup import DefenseSetup, load_backdoor
 
+_LOG = logging.getLogger(__name__)
+
 
 def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
                 backdoor_dir: str, teacher_dir: str | None = None,
                 overwrite: bool = False,
-                log: Callable[[str], None] | None = None,
                 setup: DefenseSetup | None = None) -> dict[str, Any]:
   """Runs `config.defense` on the backdoored model of `backdoor_dir`.
 
@@ -33,7 +35,6 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
     teacher_dir: where the teacher is made or reused (default inside
       `backdoor_dir`, keyed by the teacher settings).
     overwrite: start over in a workdir holding a finished run.
-    log: progress sink.
     setup: a prepared DefenseSetup to share between defenses; one built
       for another clean subset or teacher (`SHARED_FIELDS`) is not used.
 
@@ -45,7 +46,6 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
     UserError: a bad config, workdir or backdoor run, or the workdir in use.
   """
   validate.validate_config(config, job='defend')
-  log = log or common.logger('defend')
   name = config.defense.name
   defenses.get_defense(name)  # An unknown name fails before any work.
   reads = (backdoor_dir,) + ((teacher_dir,) if teacher_dir else ())
@@ -54,17 +54,16 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
   fp = common.fingerprint(config.defense, config.seed, backdoor['fingerprint'],
                           name)
   return record.run_once(
-      workdir, fingerprint=fp, label=name, overwrite=overwrite, log=log,
-      reads=reads,
+      workdir, fingerprint=fp, label=name, overwrite=overwrite, reads=reads,
       body=lambda: _defend(config, workdir, fp, backdoor_dir=backdoor_dir,
-                           teacher_dir=teacher_dir, log=log, setup=setup))
+                           teacher_dir=teacher_dir, setup=setup))
 
 
-def _defend(config, workdir, fp, *, backdoor_dir, teacher_dir, log,
+def _defend(config, workdir, fp, *, backdoor_dir, teacher_dir,
             setup) -> record.RunRecord:
   name = config.defense.name
   if setup is None or not setup.serves(config):
-    setup = DefenseSetup(config, backdoor_dir, log)
+    setup = DefenseSetup(config, backdoor_dir)
   teacher = (setup.teacher(teacher_dir)
              if name in defenses.NEEDS_TEACHER else None)
   inputs, hooks = setup.context(name=name, workdir=workdir,
@@ -74,9 +73,9 @@ def _defend(config, workdir, fp, *, backdoor_dir, teacher_dir, log,
   after = evaluate.evaluate(setup.model.apply, variables, setup.sets,
                             batch_size=setup.eval_bs)
   der = metrics.der(setup.before, after)
-  log(f'{name}: ACC {100 * setup.before["acc"]:.2f}% -> '
-      f'{100 * after["acc"]:.2f}%  ASR {100 * setup.before["asr"]:.2f}% -> '
-      f'{100 * after["asr"]:.2f}%  DER {der:.3f}')
+  _LOG.info('%s: ACC %.2f%% -> %.2f%%  ASR %.2f%% -> %.2f%%  DER %.3f', name,
+            100 * setup.before['acc'], 100 * after['acc'],
+            100 * setup.before['asr'], 100 * after['asr'], der)
   return record.RunRecord(
       role='defended', defense=name, attack=setup.spec['attack']['name'],
       dataset=setup.dataset.name, model=setup.model_name,

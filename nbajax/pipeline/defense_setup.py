@@ -7,9 +7,10 @@ sets and metrics before defense, the seeded clean subset, and the teacher
 the defend and probe jobs and shared across a grid's defenses.
 """
 
+import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -21,6 +22,8 @@ from nbajax.checkpoint import Checkpointer
 from nbajax.data import clean_subset_indices
 from nbajax.errors import UserError
 from nbajax.pipeline import common, derive, evaluate, validate
+
+_LOG = logging.getLogger(__name__)
 
 
 def load_backdoor(backdoor_dir: str) -> dict[str, Any]:
@@ -70,10 +73,8 @@ class DefenseSetup:
     idx: clean-subset indices into the training set.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, backdoor_dir: str,
-               log: Callable[[str], None]):
+  def __init__(self, config: ml_collections.ConfigDict, backdoor_dir: str):
     self.backdoor_dir = backdoor_dir
-    self.log = log
     done = load_backdoor(backdoor_dir)
     self.backdoor_fp = done['fingerprint']
     base = ml_collections.ConfigDict(done['config'])
@@ -142,7 +143,7 @@ class DefenseSetup:
             workdir, keep=int(self.config.keep_checkpoints)),
         meta=meta,
         eval_fn=evaluate.eval_callback(self.sets, batch_size=self.eval_bs),
-        log=self.log, name=name,
+        name=name,
         eval_every=int(self.config.defense.eval_every))
     return inputs, hooks
 
@@ -169,7 +170,7 @@ class DefenseSetup:
             f'another backdoored model (fingerprint {done["fingerprint"]}, '
             f'needed {fp}); choose another --teacher_dir')
       ckpt = Checkpointer(os.path.join(teacher_dir, 'checkpoints'))
-      self.log(f'reusing the teacher in {teacher_dir}')
+      _LOG.info(f'reusing the teacher in {teacher_dir}')
       return jax.device_get(
           common.restore_variables_of(ckpt, self.model, self.dataset))
     t0 = time.time()

@@ -6,6 +6,7 @@ per-epoch checkpoints and resume; `clean_model` is the whole clean-model run
 and by the attack job for the clean model Trojan and CL need.
 """
 
+import logging
 from typing import Any, Callable
 
 import jax
@@ -15,6 +16,8 @@ import numpy as np
 from nbajax import training
 from nbajax.training import from_config
 from nbajax.pipeline import common, evaluate, record, validate
+
+_LOG = logging.getLogger(__name__)
 
 
 def train_model(
@@ -28,7 +31,6 @@ def train_model(
     fingerprint_: str,
     extra_meta: dict[str, Any] | None = None,
     eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
-    log: Callable[[str], None] | None = None,
 ):
   """Trains `config.model` on (x_train, y_train) with `config.train`.
 
@@ -45,12 +47,10 @@ def train_model(
       fingerprint in `workdir` is refused instead of resumed.
     extra_meta: more JSON metadata (the attack spec, ...).
     eval_fn: `(apply_fn, variables) -> metrics` after every epoch.
-    log: progress sink.
 
   Returns:
     (model, final TrainState, history, metadata).
   """
-  log = log or common.logger(role)
   opt = config.train
   model = common.build_model(config.model, dataset)
   trainer = from_config.trainer(training.make_ce_loss(model), opt)
@@ -67,15 +67,14 @@ def train_model(
   evaluate = (lambda s: eval_fn(model.apply, s.variables)) if eval_fn else None
   state, history = training.fit(
       state, x_train, y_train, trainer=trainer, epochs=int(opt.epochs),
-      key=run_key, checkpointer=ckpt, meta=meta, eval_fn=evaluate, log=log,
-      name=role, eval_every=int(config.eval_every))
+      key=run_key, checkpointer=ckpt, meta=meta, eval_fn=evaluate, name=role,
+      eval_every=int(config.eval_every))
   ckpt.close()
   return model, state, history, meta
 
 
 def clean_model(config: ml_collections.ConfigDict, workdir: str, *,
                 overwrite: bool = False,
-                log: Callable[[str], None] | None = None,
                 part_of: str | None = None) -> dict[str, Any]:
   """A clean model run: reused when finished, trained and evaluated if not.
 
@@ -83,7 +82,6 @@ def clean_model(config: ml_collections.ConfigDict, workdir: str, *,
     config: experiment config.
     workdir: run directory; a finished run of the same config is reused.
     overwrite: start over even when `workdir` holds a finished run.
-    log: progress sink.
     part_of: the run this clean model belongs to (an attack run keeps the
       clean model Trojan and CL need inside its own workdir).
 
@@ -94,25 +92,23 @@ def clean_model(config: ml_collections.ConfigDict, workdir: str, *,
     UserError: a bad config or workdir, or the workdir in use.
   """
   validate.validate_config(config, job='train')
-  log = log or common.logger('train')
   fp = common.training_fingerprint(config, 'clean')
   return record.run_once(
       workdir, fingerprint=fp, label='clean-model', overwrite=overwrite,
-      log=log, part_of=part_of,
-      body=lambda: _clean_model(config, workdir, fp, log=log))
+      part_of=part_of,
+      body=lambda: _clean_model(config, workdir, fp))
 
 
-def _clean_model(config, workdir, fp, *, log) -> record.RunRecord:
+def _clean_model(config, workdir, fp) -> record.RunRecord:
   dataset = common.load_data(config.data)
   validate.validate_against_data(config, dataset, job='train')
   eval_fn = evaluate.eval_callback(evaluate.make_eval_sets(dataset),
                                    batch_size=int(config.eval_batch_size))
   _, _, history, meta = train_model(
       config, workdir, dataset=dataset, x_train=dataset.x_train,
-      y_train=dataset.y_train, role='clean', fingerprint_=fp, eval_fn=eval_fn,
-      log=log)
-  log(f'test accuracy {100 * history[-1]["test_acc"]:.2f}%; results in '
-      f'{workdir}')
+      y_train=dataset.y_train, role='clean', fingerprint_=fp, eval_fn=eval_fn)
+  _LOG.info(f'test accuracy {100 * history[-1]["test_acc"]:.2f}%; results in '
+            f'{workdir}')
   return record.RunRecord(
       role='clean', dataset=dataset.name, model=config.model.name,
       metrics={'test_acc': history[-1]['test_acc']}, epochs=len(history),

@@ -12,6 +12,7 @@ means that aligning the student to the teacher *on the pseudo sample*
 """
 
 import functools
+import logging
 import os
 from typing import Any, Callable, Sequence
 
@@ -25,9 +26,11 @@ from nbajax.attacks import poison
 from nbajax.defenses.base import layer_betas
 from nbajax.defenses.nba import behavior_weights
 from nbajax.errors import UserError
-from nbajax.pipeline import common, validate
+from nbajax.pipeline import validate
 from nbajax.pipeline import defense_setup
 from nbajax.report import tables
+
+_LOG = logging.getLogger(__name__)
 
 
 def _rates(fn: Callable, x: jax.Array, want: jax.Array) -> float:
@@ -55,8 +58,7 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
                          backdoor_dir: str, workdir: str | None = None,
                          eps: Sequence[float] = (0.0, 8 / 255, 16 / 255),
                          steps: Sequence[int] = (0, 3), images: int = 256,
-                         batch_size: int = 64,
-                         log: Callable[[str], None] | None = None
+                         batch_size: int = 64
                          ) -> list[dict[str, Any]]:
   """Target rates of student and teacher on pseudo samples.
 
@@ -69,7 +71,6 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
     steps: PGD step counts K to try (0: the random start alone).
     images: how many non-target clean-subset images to use (at most).
     batch_size: images per crafted batch (a universal delta is per batch).
-    log: progress sink.
 
   Returns:
     One row per (eps, steps): `eps`, `steps`, `mode`, `images`,
@@ -85,9 +86,8 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
                     batch_size=batch_size)
   if workdir:
     rundir.check_workdir(workdir, reads=(backdoor_dir,))
-  log = log or common.logger('probe')
   nba = config.defense.nba
-  setup = defense_setup.DefenseSetup(config, backdoor_dir, log)
+  setup = defense_setup.DefenseSetup(config, backdoor_dir)
   teacher = setup.teacher()
   apply = setup.model.apply
   student_fn = lambda z: apply(setup.variables, z, train=False)
@@ -131,12 +131,12 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
       rows.append({'eps': float(e), 'steps': int(k), 'mode': nba.mode,
                    'images': int(n), 'student_target': s_hits / n,
                    'teacher_target': t_hits / n, 'distance': dist / n})
-      log(f'eps {255 * e:.0f}/255 K {k}: student -> target '
-          f'{100 * rows[-1]["student_target"]:.1f} %, teacher -> target '
-          f'{100 * rows[-1]["teacher_target"]:.1f} %')
+      _LOG.info(f'eps {255 * e:.0f}/255 K {k}: student -> target '
+                f'{100 * rows[-1]["student_target"]:.1f} %, teacher -> target '
+                f'{100 * rows[-1]["teacher_target"]:.1f} %')
   if workdir:
     _write(rows, workdir, attack=setup.spec['attack']['name'])
-  log('\n' + probe_table(rows))
+  _LOG.info('\n' + probe_table(rows))
   return rows
 
 

@@ -10,6 +10,7 @@ as ever, so older runs read back) and what the grid turns into report cells.
 """
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,8 @@ from typing import Any
 
 from nbajax import atomic, rundir
 from nbajax.pipeline import common
+
+_LOG = logging.getLogger(__name__)
 
 # The metrics `evaluate.evaluate` gives (fractions), flat in results.json.
 METRICS = ('acc', 'acc_nontarget', 'asr', 'ra')
@@ -77,7 +80,7 @@ class RunRecord:
 
 
 def run_once(workdir: str, *, fingerprint: str, label: str, overwrite: bool,
-             log: Callable[[str], None], body: Callable[[], RunRecord],
+             body: Callable[[], RunRecord],
              reads: Sequence[str] = (), part_of: str | None = None,
              teachers: bool = False) -> dict[str, Any]:
   """Runs `body` in `workdir` unless a finished run of `fingerprint` is there.
@@ -87,7 +90,6 @@ def run_once(workdir: str, *, fingerprint: str, label: str, overwrite: bool,
     fingerprint: the settings' hash (`common.fingerprint`).
     label: the run's kind, for messages ('attack', 'nba', ...).
     overwrite: start over in a workdir holding a finished run.
-    log: progress sink.
     body: does the work and returns its record (fingerprint and wall time
       are filled in here).
     reads, part_of: see `rundir.check_workdir`.
@@ -105,7 +107,7 @@ def run_once(workdir: str, *, fingerprint: str, label: str, overwrite: bool,
   atomic.barrier(f'checked {workdir}')
   with rundir.locked(workdir):
     done = common.reuse_or_start(workdir, fingerprint, overwrite=overwrite,
-                                 log=log, label=label, teachers=teachers)
+                                 label=label, teachers=teachers)
     if done is not None:
       return done
     start = time.time()
@@ -115,6 +117,6 @@ def run_once(workdir: str, *, fingerprint: str, label: str, overwrite: bool,
     results = record.to_json()
     atomic.write_json(os.path.join(workdir, rundir.RESULTS_FILE), results)
     atomic.barrier(f'wrote {workdir}')  # The others read it from here on.
-    log(f'{label} run finished in {record.wall_seconds:.0f}s; results in '
-        f'{workdir}')
+    _LOG.info(f'{label} run finished in {record.wall_seconds:.0f}s; results in '
+              f'{workdir}')
     return results

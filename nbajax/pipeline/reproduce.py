@@ -15,9 +15,10 @@ finished run is reused (each writes its results.json atomically, last) and
 unfinished ones resume from their newest epoch checkpoint.
 """
 
+import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -30,6 +31,8 @@ from nbajax.pipeline import attack as attack_job
 from nbajax.pipeline import common, derive, record, validate
 from nbajax.pipeline import defend as defend_job
 from nbajax.pipeline import defense_setup
+
+_LOG = logging.getLogger(__name__)
 
 ONLY_KEYS = ('attack', 'defense', 'seed')
 
@@ -74,9 +77,8 @@ def selected(only: dict[str, set[str]], **cell: Any) -> bool:
 class Progress:
   """Grid-level progress lines: which cell, elapsed time, ETA."""
 
-  def __init__(self, total: int, log: Callable[[str], None], *,
-               label: str = 'grid'):
-    self.total, self.log, self.label = total, log, label
+  def __init__(self, total: int, *, label: str = 'grid'):
+    self.total, self.label = total, label
     self.done = 0
     self.start = time.time()
     self.computed_seconds: list[float] = []
@@ -86,8 +88,8 @@ class Progress:
     if self.computed_seconds:
       left = self.total - self.done
       eta = _hms(left * float(np.mean(self.computed_seconds)))
-    self.log(f'[{self.label} {self.done + 1}/{self.total}] {label} | elapsed '
-             f'{_hms(time.time() - self.start)} | ETA {eta}')
+    _LOG.info(f'[{self.label} {self.done + 1}/{self.total}] {label} | elapsed '
+              f'{_hms(time.time() - self.start)} | ETA {eta}')
 
   def end(self, seconds: float | None) -> None:
     self.done += 1
@@ -110,7 +112,7 @@ def run_timed(workdir: str, fn, *args, **kwargs):
 
 
 def run_grid(config: ml_collections.ConfigDict, workdir: str, *,
-             only: str = '', log: Callable[[str], None] | None = None
+             only: str = ''
              ) -> list[dict[str, Any]]:
   """Runs (or resumes) the grid and writes the report in `workdir`.
 
@@ -118,7 +120,6 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str, *,
     config: a config with a `grid` section (attacks, defenses, seeds).
     workdir: grid directory.
     only: filter such as 'attack=badnets+blend,defense=nba'.
-    log: progress sink.
 
   Returns:
     The result cells (see `nbajax.report`).
@@ -133,11 +134,10 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str, *,
       'seed': tuple(g.seeds)})
   rundir.check_workdir(workdir, grid=True)
   with rundir.locked(workdir):
-    return _run_grid(config, workdir, only_sets,
-                     log=log or common.logger('grid'))
+    return _run_grid(config, workdir, only_sets)
 
 
-def _run_grid(config, workdir, only_sets, *, log):
+def _run_grid(config, workdir, only_sets):
   g = config.grid
   seeds = [int(s) for s in g.seeds]
   # The backdoored model ('none') is in every selected attack's rows: each
@@ -146,7 +146,7 @@ def _run_grid(config, workdir, only_sets, *, log):
           for d in ('none',) + tuple(g.defenses)
           if selected(only_sets, seed=s, attack=a)
           and (d == 'none' or selected(only_sets, defense=d))]
-  progress = Progress(len(plan), log)
+  progress = Progress(len(plan))
   cells: list[dict[str, Any]] = []
   for seed in seeds:
     for attack in g.attacks:
@@ -154,19 +154,19 @@ def _run_grid(config, workdir, only_sets, *, log):
       if not todo:
         continue
       cells += _attack_cells(config, workdir, seed=seed, attack=attack,
-                             defenses=todo, progress=progress, log=log)
-  write_report(config, workdir, cells, log=log)
+                             defenses=todo, progress=progress)
+  write_report(config, workdir, cells)
   return cells
 
 
-def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
+def _attack_cells(config, workdir, *, seed, attack, defenses, progress):
   cfg = derive.cell_config(config, attack=attack, seed=seed, workdir=workdir)
   base = os.path.join(workdir, f'seed{seed}', attack)
   backdoor_dir = os.path.join(base, 'backdoor')
   label = f'seed {seed} | {attack}'
   progress.begin(f'{label} | backdoor')
   bd, seconds = run_timed(backdoor_dir, attack_job.run_attack, cfg,
-                           backdoor_dir, log=log)
+                           backdoor_dir)
   progress.end(seconds)
   cells = []
   if 'none' in defenses:
@@ -179,9 +179,9 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress, log):
     progress.begin(f'{label} | {name}')
     dwork = os.path.join(base, name)
     if setup is None and not finished(dwork):
-      setup = defense_setup.DefenseSetup(dcfg, backdoor_dir, log)
+      setup = defense_setup.DefenseSetup(dcfg, backdoor_dir)
     res, seconds = run_timed(dwork, defend_job.run_defense, dcfg, dwork,
-                              backdoor_dir=backdoor_dir, log=log, setup=setup)
+                              backdoor_dir=backdoor_dir, setup=setup)
     progress.end(seconds)
     cells.append(result_cell(res, attack=attack, defense=name, seed=seed,
                              split=cfg.data.eval_split))
@@ -208,11 +208,10 @@ def result_cell(results: dict[str, Any], *, attack: str, defense: str,
           'history': history, 'config': run.config or {}, **sweep}
 
 
-def write_report(config, workdir: str, cells: list[dict[str, Any]], *,
-                 log: Callable[[str], None]) -> None:
+def write_report(config, workdir: str, cells: list[dict[str, Any]]) -> None:
   """Tables and plots of the grid in `workdir`; prints the table."""
   if not cells:
-    log('no cells selected: nothing to report')
+    _LOG.info('no cells selected: nothing to report')
     return
   title = (f'{config.data.name} / {config.model.name}: ACC / ASR (%) of '
            'each defense')
@@ -221,12 +220,13 @@ def write_report(config, workdir: str, cells: list[dict[str, Any]], *,
   report.plot_curves(cells, workdir)
   report.plot_sweeps(cells, workdir)
   if config.grid.attention_maps:
-    attention_figure(config, workdir, cells, log=log)
-  log('\n' + report.markdown_table(cells))
-  log(f'report in {workdir}: results.md, results.csv, results.json, *.png')
+    attention_figure(config, workdir, cells)
+  _LOG.info('\n' + report.markdown_table(cells))
+  _LOG.info('report in %s: results.md, results.csv, results.json, *.png',
+            workdir)
 
 
-def attention_figure(config, workdir: str, cells, *, log) -> None:
+def attention_figure(config, workdir: str, cells) -> None:
   """NAD-style figure: attention maps of a clean and a triggered test image,
   for the backdoored model and each defended one, per distillation layer."""
   cell = cells[0]
@@ -234,9 +234,9 @@ def attention_figure(config, workdir: str, cells, *, log) -> None:
   base = os.path.join(workdir, f'seed{seed}', attack)
   try:
     cfg = derive.cell_config(config, attack=attack, seed=seed, workdir=workdir)
-    setup = defense_setup.DefenseSetup(cfg, os.path.join(base, 'backdoor'), log)
+    setup = defense_setup.DefenseSetup(cfg, os.path.join(base, 'backdoor'))
   except (FileNotFoundError, ValueError) as e:
-    log(f'attention maps skipped: {e}')
+    _LOG.info(f'attention maps skipped: {e}')
     return
   # The first triggered test image and its clean original.
   images = {'clean': setup.sets.x_test[setup.sets.trig_index[0]],
@@ -262,4 +262,4 @@ def attention_figure(config, workdir: str, cells, *, log) -> None:
   path = os.path.join(workdir, f'attention_{attack}.png')
   report.plot_attention_maps(maps, path, images=row_images,
                              title=f'Attention maps, {attack} (seed {seed})')
-  log(f'attention maps in {path}')
+  _LOG.info(f'attention maps in {path}')

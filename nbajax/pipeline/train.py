@@ -6,7 +6,7 @@ Layout of its workdir:
     workdir/results.json    test accuracy, per-epoch history, config
 """
 
-from typing import Any, Callable
+from typing import Any
 
 import ml_collections
 
@@ -14,15 +14,13 @@ from nbajax.pipeline import model_runs
 
 
 def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
-                overwrite: bool = False,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                overwrite: bool = False) -> dict[str, Any]:
   """Trains (or reuses) a clean model of `config` in `workdir`.
 
   Args:
     config: experiment config (seed, data, model, train).
     workdir: run directory; a finished run of the same config is reused.
     overwrite: start over even when `workdir` holds a finished run.
-    log: progress sink.
 
   Returns:
     The results dict written to `workdir/results.json`.
@@ -30,4 +28,4 @@ def train_clean(config: ml_collections.ConfigDict, workdir: str, *,
   Raises:
     UserError: a bad config or workdir, or the workdir in use.
   """
-  return model_runs.clean_model(config, workdir, overwrite=overwrite, log=log)
+  return model_runs.clean_model(config, workdir, overwrite=overwrite)

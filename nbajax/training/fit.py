@@ -19,6 +19,7 @@ from nbajax.training import sharding
 from nbajax.training.loop import Trainer, check_finite, log_epoch
 from nbajax.training.state import TrainState
 
+_LOG = logging.getLogger(__name__)
 EvalFn = Callable[[TrainState], dict[str, float]]
 
 
@@ -80,7 +81,6 @@ def fit(
     checkpointer: Checkpointer | None = None,
     meta: dict[str, Any] | None = None,
     eval_fn: EvalFn | None = None,
-    log: Callable[[str], None] = logging.info,
     name: str = 'train',
     eval_every: int = 1,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
@@ -101,8 +101,7 @@ def fit(
     checkpointer: where each epoch is saved; None trains without saving.
     meta: JSON metadata saved with every step (a 'history' entry is added).
     eval_fn: called after each epoch, returns metrics (fractions) to log.
-    log: progress sink.
-    name: label for progress lines.
+    name: label of its progress lines (logged at INFO as '[name] ...').
     eval_every: run `eval_fn` every this many epochs (and after the last).
 
   Returns:
@@ -127,7 +126,8 @@ def fit(
     _check_same_run(saved, meta, checkpointer.directory)
     checkpointer.set_aside_after(start)
     history = list(saved.get('history', []))
-    log(f'[{name}] resumed from epoch {start} in {checkpointer.directory}')
+    _LOG.info('[%s] resumed from epoch %d in %s', name, start,
+              checkpointer.directory)
   mesh = trainer.mesh
   state = sharding.replicate(state, mesh)
   x_dev = sharding.replicate(np.asarray(x), mesh)
@@ -145,8 +145,7 @@ def fit(
       check_finite(metrics, epoch=epoch, last_good=last)
       due = (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
       extra = eval_fn(state) if eval_fn and due else {}
-      log_epoch(epoch, epochs, metrics, seconds, extra,
-                log=lambda s: log(f'[{name}] {s}'))
+      log_epoch(epoch, epochs, metrics, seconds, extra, name=name)
       history.append({'epoch': epoch + 1, 'seconds': seconds,
                       **{f'train_{k}': v for k, v in metrics.items()},
                       **extra})

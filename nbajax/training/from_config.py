@@ -8,7 +8,6 @@ scratch and every defense read them here, so a field means the same thing
 everywhere.
 """
 
-import logging
 from typing import Any, Callable
 
 import jax
@@ -63,7 +62,6 @@ def finetune(model: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray,
              checkpointer: Checkpointer | None = None,
              meta: dict[str, Any] | None = None,
              eval_fn: Callable[[Any, Any], dict[str, float]] | None = None,
-             log: Callable[[str], None] = logging.info,
              name: str = 'finetune', eval_every: int = 1
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Trains `start` with `loss_fn` on (x, y) for the section's epochs.
@@ -88,7 +86,6 @@ def finetune(model: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray,
     checkpointer: where each epoch is saved (None: nowhere).
     meta: JSON metadata saved with each step.
     eval_fn: `(apply_fn, variables) -> metrics` after each epoch.
-    log: progress sink.
     name: label of the progress lines.
     eval_every: epochs between `eval_fn` calls (the last epoch always).
 
@@ -105,6 +102,5 @@ def finetune(model: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray,
   state, history = fit(
       state, x, y, trainer=runner, epochs=int(cfg.epochs), key=key, aux=aux,
       epoch_aux=epoch_aux, checkpointer=checkpointer, meta=meta,
-      eval_fn=evaluate, log=log,
-      name=name, eval_every=eval_every)
+      eval_fn=evaluate, name=name, eval_every=eval_every)
   return jax.device_get(state.variables), history

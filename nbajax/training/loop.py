@@ -25,6 +25,7 @@ from nbajax.training.state import TrainState
 from nbajax.training.steps import AugmentFn, LossFn, predict_logits, train_step
 
 LOOPS = ('auto', 'step', 'scan')
+_LOG = logging.getLogger(__name__)
 EpochCallback = Callable[[int, TrainState, dict[str, float]], dict[str, Any]]
 
 
@@ -212,8 +213,9 @@ def _predict_fn(apply_fn, mesh: Mesh):
 
 def log_epoch(epoch: int, epochs: int, metrics: dict[str, float],
               seconds: float, extra: dict[str, Any] | None = None,
-              log: Callable[[str], None] = logging.info) -> None:
-  """One progress line per epoch: loss, train ACC, eval metrics, images/s."""
+              name: str = '') -> None:
+  """One progress line per epoch at INFO: loss, train ACC, eval metrics,
+  images/s, prefixed with `[name]` when given."""
   parts = [f'epoch {epoch + 1}/{epochs}', f'loss {metrics["loss"]:.4f}',
            f'train_acc {100 * metrics["acc"]:.2f}%']
   for name, value in (extra or {}).items():
@@ -221,4 +223,4 @@ def log_epoch(epoch: int, epochs: int, metrics: dict[str, float],
                  else f'{name} {value}')
   parts.append(f'{metrics["seen"] / max(seconds, 1e-9):.0f} img/s')
   parts.append(f'{seconds:.1f}s')
-  log(' | '.join(parts))
+  _LOG.info('%s%s', f'[{name}] ' if name else '', ' | '.join(parts))
