@@ -1,5 +1,6 @@
 """Tests of nbajax.training: optimizer, steps, epoch loop, sharding, resume."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -209,3 +210,12 @@ def test_eight_fake_devices_match_one_device():
   assert proc.returncode == 0, proc.stderr[-3000:]
   diff = float(proc.stdout.split('MAXDIFF')[1])
   assert diff < 1e-5, diff
+
+
+def test_log_epoch_line_names_the_run_and_its_metrics(caplog):
+  caplog.set_level(logging.INFO, logger='nbajax')
+  training.log_epoch(2, 10, {'loss': 0.5, 'acc': 0.25, 'seen': 100.0}, 2.0,
+                     {'test_acc': 0.875, 'pruned': 3}, name='nad')
+  assert caplog.messages == [
+      '[nad] epoch 3/10 | loss 0.5000 | train_acc 25.00% | test_acc 87.50% '
+      '| pruned 3 | 50 img/s | 2.0s']

@@ -218,9 +218,9 @@ def log_epoch(epoch: int, epochs: int, metrics: dict[str, float],
   images/s, prefixed with `[name]` when given."""
   parts = [f'epoch {epoch + 1}/{epochs}', f'loss {metrics["loss"]:.4f}',
            f'train_acc {100 * metrics["acc"]:.2f}%']
-  for name, value in (extra or {}).items():
-    parts.append(f'{name} {100 * value:.2f}%' if isinstance(value, float)
-                 else f'{name} {value}')
+  for key, value in (extra or {}).items():
+    parts.append(f'{key} {100 * value:.2f}%' if isinstance(value, float)
+                 else f'{key} {value}')
   parts.append(f'{metrics["seen"] / max(seconds, 1e-9):.0f} img/s')
   parts.append(f'{seconds:.1f}s')
   _LOG.info('%s%s', f'[{name}] ' if name else '', ' | '.join(parts))
