@@ -7,48 +7,38 @@ evaluation and the pseudo-sample generator can run the same model with
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
+from flax.training import train_state
 
 
-class TrainState(struct.PyTreeNode):
-  """Everything a resumed run needs; nothing random is kept in it.
+class TrainState(train_state.TrainState):
+  """flax's `TrainState` plus the batch-norm statistics; nothing random.
 
-  Attributes:
+  Attributes (flax's, then ours):
     step: int32 scalar, optimizer steps taken.
-    params: the model's 'params' collection.
-    batch_stats: the model's 'batch_stats' collection (may be empty).
-    opt_state: the optax state of `tx`.
     apply_fn: `model.apply` (static).
+    params: the model's 'params' collection.
     tx: the optax transformation (static).
+    opt_state: the optax state of `tx`.
+    batch_stats: the model's 'batch_stats' collection (may be empty); a
+      step passes the new statistics to `apply_gradients(grads=...,
+      batch_stats=...)`, as in flax's ImageNet example.
+
+  What we add to flax's: `variables` and the checkpoint tree
+  (`to_tree`/`from_tree`), the part of the state Orbax saves.
   """
 
-  step: jax.Array
-  params: Any
   batch_stats: Any
-  opt_state: Any
-  apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
-  tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
   @property
   def variables(self) -> dict[str, Any]:
     """The model variables `{'params', 'batch_stats'}` for `apply_fn`."""
     return {'params': self.params, 'batch_stats': self.batch_stats}
-
-  def apply_gradients(self, grads: Any, batch_stats: Any) -> 'TrainState':
-    """One optimizer update; also stores the new batch-norm statistics."""
-    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-    return self.replace(
-        step=self.step + 1,
-        params=optax.apply_updates(self.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-    )
 
   def to_tree(self) -> dict[str, Any]:
     """The saveable part: `{'params','batch_stats','opt_state','step'}`."""

@@ -108,7 +108,7 @@ def train_step(
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (batch_stats, sums)), grads = grad_fn(
       state.params, state.batch_stats, x, y, loss_key, aux)
-  return state.apply_gradients(grads, batch_stats), sums
+  return state.apply_gradients(grads=grads, batch_stats=batch_stats), sums
 
 
 def to_float(x: jax.Array) -> jax.Array:
