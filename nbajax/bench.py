@@ -15,6 +15,7 @@ images. Numbers are the caller's machine's; nothing here asserts a speed.
 """
 
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -177,9 +178,11 @@ def full_run(model_name: str, kind: str, *,
 
 
 def device_info() -> dict[str, Any]:
-  """Backend, device count and kind, and peak memory where reported."""
+  """Backend, device count and kind, peak memory where reported, and the
+  XLA flags the process runs with."""
   devices = jax.devices()
   stats = devices[0].memory_stats() or {}
   return {'backend': jax.default_backend(), 'jax': jax.__version__,
           'device_count': len(devices), 'device_kind': devices[0].device_kind,
-          'peak_bytes_in_use': stats.get('peak_bytes_in_use')}
+          'peak_bytes_in_use': stats.get('peak_bytes_in_use'),
+          'xla_flags': os.environ.get('XLA_FLAGS', '')}

@@ -5,10 +5,12 @@ import pathlib
 import subprocess
 import sys
 
+import jaxlib
 import pytest
 
 from experiments.configs import digits
 from nbajax import bench
+from nbajax.training import xla_cpu
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,10 @@ def test_cli_json_and_table(tmp_path):
   assert '| cnn | train | 8 | 2 |' in proc.stdout  # Two runs, one program.
   result = json.loads(out.read_text())
   assert result['device']['device_count'] >= 1
+  # The CLI ran with its XLA:CPU flags (--tune_cpu), and says so.
+  if tuple(int(p) for p in jaxlib.__version__.split('.')[:2]) in (
+      xla_cpu.MEASURED_ON):
+    assert xla_cpu.CPU_FLAGS[0] in result['device']['xla_flags'].split()
   assert [(s['kind'], s['seeds']) for s in result['steps']] == [
       ('train', 1), ('train', 2)]
 
