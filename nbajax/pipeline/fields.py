@@ -94,7 +94,7 @@ def choice(config, path: str, allowed: Sequence[str], *,
 
 
 def names(config, path: str, allowed: Sequence[str], *,
-           allow_empty: bool) -> tuple[str, ...]:
+          allow_empty: bool) -> tuple[str, ...]:
   values = get(config, path)
   if not is_sequence(values) or (not values and not allow_empty):
     raise UserError(f'config.{path} must be a non-empty list of names from '
