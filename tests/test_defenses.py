@@ -440,3 +440,22 @@ def test_nba_check_names_the_bad_field(field, value, words):
 
 def test_nba_is_checked_through_the_registry():
   assert defenses.CHECKS['nba'] is nba.check
+
+
+def test_every_declared_optimizer_section_exists_in_the_defaults():
+  cfg = _config()
+  for name, paths in defenses.OPTIMIZER_SECTIONS.items():
+    assert name in defenses.DEFENSES
+    for path in paths:
+      node = cfg
+      for part in path.split('.'):
+        node = node[part]
+      assert {'lr', 'epochs', 'batch_size', 'optimizer'} <= set(node)
+
+
+@pytest.mark.parametrize('value', [-0.1, 1.5, True, 'x'])
+def test_fp_check_names_the_field(value):
+  cfg = _config()
+  cfg.fp = ml_collections.ConfigDict({**cfg.fp.to_dict(), 'max_ratio': value})
+  with pytest.raises(ValueError, match=r'fp\.max_ratio must be a number in'):
+    fp.check(cfg)

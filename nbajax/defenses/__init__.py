@@ -32,8 +32,12 @@ DEFENSE_NAMES = tuple(DEFENSES)
 NEEDS_TEACHER = ('nad', 'nba', 'mcr')
 # `check(defense_cfg)` of a defense's own fields (ValueError naming one).
 CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
-    'nba': nba.check, 'mcr': mcr.check, 'anp': anp.check,
+    'fp': fp.check, 'nba': nba.check, 'mcr': mcr.check, 'anp': anp.check,
     'ibau': ibau.check}
+# Optimizer sections a defense trains with besides `config.defense` itself
+# (paths inside it), checked like it before any work.
+OPTIMIZER_SECTIONS: dict[str, tuple[str, ...]] = {
+    'ibau': ibau.OPTIMIZER_SECTIONS}
 
 
 def get_defense(name: str) -> Callable[[DefenseInputs,
@@ -60,5 +64,5 @@ def defend(defense: str, inputs: DefenseInputs,
 
 
 __all__ = ['CHECKS', 'DEFENSES', 'DEFENSE_NAMES', 'DefenseInputs',
-           'NEEDS_TEACHER', 'Plan', 'defend', 'format_sweep', 'get_defense',
-           'layer_betas', 'run']
+           'NEEDS_TEACHER', 'OPTIMIZER_SECTIONS', 'Plan', 'defend',
+           'format_sweep', 'get_defense', 'layer_betas', 'run']

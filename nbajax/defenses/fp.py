@@ -85,6 +85,19 @@ def make_masked_ce_loss(model):
   return loss_fn
 
 
+def check(cfg: ml_collections.ConfigDict) -> None:
+  """The `fp` fields.
+
+  Raises:
+    ValueError: naming the field out of range.
+  """
+  for name in ('max_acc_drop', 'max_ratio'):
+    value = cfg.fp[name]
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+        or not 0 <= value <= 1):
+      raise ValueError(f'fp.{name} must be a number in [0, 1], got {value!r}')
+
+
 def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
   """Prune by `cfg.fp.max_acc_drop` / `cfg.fp.max_ratio`, then fine-tune.
 

@@ -108,6 +108,11 @@ def unlearned_rows(key: jax.Array, batch: int, portion: float) -> jax.Array:
   return jnp.zeros(batch, jnp.float32).at[rows].set(1.0)
 
 
+# Optimizer sections of its own, checked like `config.defense` before any
+# work (paths inside the defense section).
+OPTIMIZER_SECTIONS = ('ibau.outer',)
+
+
 def check(cfg: ml_collections.ConfigDict) -> None:
   """The `ibau` fields (the outer optimizer section is checked as one).
 

@@ -182,16 +182,13 @@ def _check_defense(config, names: Sequence[str]) -> None:
   fields.integer(config, 'defense.eval_every', low=1)
   if any(n in defenses.NEEDS_TEACHER for n in names):
     _check_optimizer(config, 'defense.teacher')
-  if 'fp' in names:
-    fields.number(config, 'defense.fp.max_acc_drop', low=0.0, high=1.0)
-    fields.number(config, 'defense.fp.max_ratio', low=0.0, high=1.0)
   if 'nad' in names:
     _check_layers(config, 'defense.nad')
   if 'nba' in names:
     _check_nba(config)
-  if 'ibau' in names:
-    _check_optimizer(config, 'defense.ibau.outer')
   for name in names:
+    for path in defenses.OPTIMIZER_SECTIONS.get(name, ()):
+      _check_optimizer(config, f'defense.{path}')
     if name in defenses.CHECKS:
       # The owner's own check; its messages start with the field's path
       # inside the defense section ('anp.eps must ...').
