@@ -239,6 +239,11 @@ def setup() -> None:
   from nbajax.training import distributed, xla_cpu
   # Before anything creates a backend: XLA reads its flags once.
   tuned = xla_cpu.tune() if _TUNE_CPU.value else ()
+  # The filter goes on before JAX starts its backends, whose start-up
+  # chatter ('Unable to initialize backend tpu') it drops.
+  handler = logging.get_absl_handler()
+  handler.python_handler.stream = sys.stderr
+  handler.addFilter(_QuietLibraries())
   try:
     distributed.initialize(
         num_processes=_process_setting(_PROCESSES, 'NBAJAX_NUM_PROCESSES',
@@ -254,9 +259,6 @@ def setup() -> None:
                       os.path.expanduser(_CACHE.value))
   logging.set_verbosity(logging.INFO if atomic.is_writer()
                         else logging.WARNING)
-  handler = logging.get_absl_handler()
-  handler.python_handler.stream = sys.stderr
-  handler.addFilter(_QuietLibraries())
   devices = jax.devices()
   logging.info('JAX %s on %s: %d device(s) in %d process(es): %s; '
                'compilation cache: %s; XLA flags added: %s', jax.__version__,
