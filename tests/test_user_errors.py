@@ -467,8 +467,7 @@ class TestAttackParameters:
     config = _config(**{'attack.name': 'trojan',
                         'attack.clean_model_dir': str(other)})
     with pytest.raises(UserError) as e:
-      attack_job.clean_model_fn(config, str(tmp_path / 'A'), None,
-                                lambda s: None)
+      attack_job.clean_model_fn(config, str(tmp_path / 'A'), None)
     assert 'clean_model_dir' in str(e.value)
     assert '--overwrite' not in str(e.value)
     assert _snapshot(tmp_path) == before
