@@ -416,7 +416,7 @@ def test_nba_check_accepts_the_defaults():
 
 @pytest.mark.parametrize('field,value,words', [
     ('eps', 8, ['nba.eps', 'did you mean 8/255']),
-    ('eps', -0.1, ['nba.eps must be in [0, 1]']),
+    ('eps', -0.1, ['nba.eps must be a number in [0, 1]']),
     ('alpha', -1.0, ['nba.alpha must be a number >= 0']),
     ('gamma', float('nan'), ['nba.gamma']),
     ('kd_temperature', 0.0, ['nba.kd_temperature must be a number > 0']),

@@ -10,6 +10,8 @@ one module with a `plan` plus its line in `nbajax.defenses.DEFENSES`.
 
 import dataclasses
 import logging
+import math
+import numbers
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -87,6 +89,27 @@ class Plan:
   view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
   sweep: Callable[..., list[dict[str, Any]]] | None = None
   sweep_name: str = ''
+
+
+def check_number(section: ml_collections.ConfigDict, prefix: str, name: str,
+                 *, low: float, low_open: bool = False,
+                 high: float | None = None) -> None:
+  """A defense's own numeric field, for its `check`.
+
+  Raises:
+    ValueError: '{prefix}.{name} must be a number >= low' (or '> low', or
+      'in [low, high]') unless `section[name]` is a finite real number there.
+  """
+  value = section[name]
+  ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+        and math.isfinite(value))
+  ok = ok and (value > low if low_open else value >= low)
+  ok = ok and (high is None or value <= high)
+  if not ok:
+    where = (f'in [{low:g}, {high:g}]' if high is not None
+             else f'{">" if low_open else ">="} {low:g}')
+    raise ValueError(f'{prefix}.{name} must be a number {where}, got '
+                     f'{value!r}')
 
 
 def layer_betas(cfg: ml_collections.ConfigDict,

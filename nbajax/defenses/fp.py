@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from nbajax import training
-from nbajax.defenses.base import DefenseInputs, Plan
+from nbajax.defenses.base import DefenseInputs, Plan, check_number
 
 
 def pooled_features(model, variables, x: np.ndarray, *,
@@ -92,10 +92,7 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     ValueError: naming the field out of range.
   """
   for name in ('max_acc_drop', 'max_ratio'):
-    value = cfg.fp[name]
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-        or not 0 <= value <= 1):
-      raise ValueError(f'fp.{name} must be a number in [0, 1], got {value!r}')
+    check_number(cfg.fp, 'fp', name, low=0.0, high=1.0)
 
 
 def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:

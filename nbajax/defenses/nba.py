@@ -29,14 +29,14 @@ With weights spatial-only and gamma = lam = kd = 0 this is NAD exactly.
 """
 
 import functools
-import math
 import numbers
 
 import jax
 import ml_collections
 
 from nbajax import generator, losses
-from nbajax.defenses.base import DefenseInputs, Plan, layer_betas
+from nbajax.defenses.base import (DefenseInputs, Plan, check_number,
+                                  layer_betas)
 from nbajax.training import classification_sums
 
 ALIGN_TO = ('clean', 'pseudo')
@@ -55,19 +55,6 @@ def behavior_weights(cfg: ml_collections.ConfigDict) -> dict[str, float]:
     raise ValueError(f'nba.{e}') from e
 
 
-def _number(c: ml_collections.ConfigDict, name: str, *, low: float,
-            low_open: bool = False, high: float | None = None) -> None:
-  value = c[name]
-  ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-        and math.isfinite(value))
-  ok = ok and (value > low if low_open else value >= low)
-  ok = ok and (high is None or value <= high)
-  if not ok:
-    where = (f'in [{low:g}, {high:g}]' if high is not None
-             else f'a number {">" if low_open else ">="} {low:g}')
-    raise ValueError(f'nba.{name} must be {where}, got {value!r}')
-
-
 def check(cfg: ml_collections.ConfigDict) -> None:
   """The `nba` fields NBA itself reads (its layers, betas and optimizer
   changes are checked with the sections they belong to).
@@ -83,20 +70,19 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   if isinstance(eps, numbers.Real) and not isinstance(eps, bool) and eps > 1:
     raise ValueError(f'nba.eps must be in [0, 1] (units of [0, 1] pixels), '
                      f'got {eps}: did you mean {eps:g}/255?')
-  _number(c, 'eps', low=0.0, high=1.0)
-  _number(c, 'alpha', low=0.0)
+  check_number(c, 'nba', 'eps', low=0.0, high=1.0)
+  check_number(c, 'nba', 'alpha', low=0.0)
   for name in ('gamma', 'lam', 'kd'):
-    _number(c, name, low=0.0)
-  _number(c, 'kd_temperature', low=0.0, low_open=True)
+    check_number(c, 'nba', name, low=0.0)
+  check_number(c, 'nba', 'kd_temperature', low=0.0, low_open=True)
   behavior_weights(c)
-  generator_fields = {'eps': 'eps', 'steps': 'steps', 'mode': 'mode',
-                      'target': 'generator_target'}
   try:
     generator.check_settings(c.eps, c.steps, c.mode, c.generator_target)
   except ValueError as e:
-    # The generator names its argument; say which field that is.
+    # The generator names its argument; only 'target' is another field.
     arg = str(e).split(' ', 1)[0]
-    raise ValueError(f'nba.{generator_fields.get(arg, arg)}: {e}') from e
+    field = 'generator_target' if arg == 'target' else arg
+    raise ValueError(f'nba.{field}: {e}') from e
   for name, allowed in (('align_to', ALIGN_TO), ('pseudo_bn', PSEUDO_BN)):
     if c[name] not in allowed:
       raise ValueError(f'nba.{name}={c[name]!r} is not allowed; allowed: '

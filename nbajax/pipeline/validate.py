@@ -62,7 +62,7 @@ def validate_config(config: ml_collections.ConfigDict, *, job: str) -> None:
     _check_attack(config)
   if job == 'defend':
     _check_defense(config, (fields.choice(config, 'defense.name',
-                                    defenses.DEFENSE_NAMES),))
+                                          defenses.DEFENSE_NAMES),))
   if job == 'grid':
     _check_grid(config)
 
@@ -273,7 +273,7 @@ def _check_attack_fits(config, dataset) -> None:
   attack = _build_attack(config)
   h, w, c = dataset.x_train.shape[1:]
   with fields.prefixed(f'config.attack: the {a.name} trigger does not fit '
-                 f'{dataset.name} images ({h}x{w}x{c})'):
+                       f'{dataset.name} images ({h}x{w}x{c})'):
     attack = _ready_for_shape(attack, dataset, target=int(a.target),
                               seed=int(a.seed))
     attack.apply(attack_base.to_float(dataset.x_train[:1]))
