@@ -17,7 +17,10 @@ workdir. Three rules keep the user's files safe:
    workdir stops at once naming the holder. The lock dies with its process,
    so a killed run never leaves a stale lock behind.
 
-Imports nothing of the project but `nbajax.errors`.
+Imports nothing of the project but `nbajax.errors` and `nbajax.atomic`.
+One module (~400 lines) on purpose: every path by which nbajax may write,
+remove or lock in a user's directory is here, so it is read and reviewed
+in one place.
 """
 
 import contextlib

@@ -14,7 +14,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # above it.
 LAYERS = (
     ('nbajax.errors', 'nbajax.atomic'),
-    ('nbajax.losses', 'nbajax.generator', 'nbajax.metrics', 'nbajax.models',
+    # The pure losses: the attacks (CL's PGD) and the generator use them.
+    ('nbajax.losses',),
+    ('nbajax.generator', 'nbajax.metrics', 'nbajax.models',
      'nbajax.attacks', 'nbajax.data'),
     ('nbajax.rundir', 'nbajax.checkpoint'),
     ('nbajax.training',),
@@ -34,7 +36,7 @@ LAYERS = (
     ('nbajax.pipeline.ablation',),
     ('experiments',),
 )
-JOBS = LAYERS[10]
+JOBS = next(e for e in LAYERS if 'nbajax.pipeline.train' in e)
 
 
 def _modules() -> dict[str, pathlib.Path]:

@@ -4,6 +4,7 @@ import functools
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,14 +72,16 @@ class ProjectLinfTest(absltest.TestCase):
         generator.project_linf(np.ones((2, 2), np.float32), 0.0), 0.0)
 
 
-class CraftPseudoSamplesTest(parameterized.TestCase):
+class CraftPseudoSamplesTest(chex.TestCase):
 
+  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(
       ('universal', 'clean'), ('per_sample', 'clean'),
       ('universal', 'pseudo'))
   def test_within_ball_and_unit_box(self, mode, target):
     x = _images()
-    x_pseudo = _craft(x, jax.random.key(0), mode=mode, target=target)
+    craft = self.variant(functools.partial(_craft, mode=mode, target=target))
+    x_pseudo = craft(x, jax.random.key(0))
     self.assertEqual(x_pseudo.shape, x.shape)
     self.assertLessEqual(float(jnp.abs(x_pseudo - x).max()), EPS + 1e-6)
     self.assertGreaterEqual(float(x_pseudo.min()), 0.0)

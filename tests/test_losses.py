@@ -5,10 +5,12 @@ import math
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import chex
 import jax
 import jax.numpy as jnp
 import jax.test_util as jaxtest
 import numpy as np
+import optax
 
 from nbajax import losses
 
@@ -58,6 +60,28 @@ class CrossEntropyTest(parameterized.TestCase):
     np.testing.assert_allclose(
         losses.cross_entropy(self.logits, self.labels, label_smoothing=0.5),
         np.mean(per_sample), rtol=1e-6)
+
+  def test_per_example_hand_values_and_bf16_in_float32(self):
+    per_example = losses.cross_entropy_per_example(self.logits, self.labels)
+    np.testing.assert_allclose(
+        per_example, [math.log(4 / 3), math.log(4.0)], rtol=1e-6)
+    low = losses.cross_entropy_per_example(
+        self.logits.astype(jnp.bfloat16), self.labels)
+    self.assertEqual(low.dtype, jnp.float32)
+
+  def test_agrees_with_optax_in_value_and_gradient(self):
+    # Why ours is kept: see nbajax/losses/_classification.py.
+    logits = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
+    labels = np.arange(8, dtype=np.int32) % 5
+
+    def theirs(z):
+      return jnp.mean(
+          optax.softmax_cross_entropy_with_integer_labels(z, labels))
+
+    ours = functools.partial(losses.cross_entropy, labels=labels)
+    np.testing.assert_allclose(ours(logits), theirs(logits), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(ours)(logits),
+                               jax.grad(theirs)(logits), atol=1e-7)
 
   def test_jit_and_gradient(self):
     fn = functools.partial(losses.cross_entropy, labels=self.labels)
@@ -385,7 +409,7 @@ class BehaviorLossTest(parameterized.TestCase):
                            weights={'spatial': 1.0})
 
 
-class NbaLossTest(parameterized.TestCase):
+class NbaLossTest(chex.TestCase):
 
   def setUp(self):
     super().setUp()
@@ -409,13 +433,14 @@ class NbaLossTest(parameterized.TestCase):
     np.testing.assert_array_equal(loss, expected)
     self.assertEqual(float(terms['pseudo_align']), 0.0)
 
+  @chex.variants(with_jit=True, without_jit=True)
   def test_all_terms(self):
     weights = {'spatial': 1.0, 'channel': 0.2}
-    loss, terms = losses.nba_loss(
-        self.logits, self.student, self.teacher, self.labels,
-        self.pseudo_logits, self.pseudo, self.target_logits, self.target,
-        betas=self.betas, weights=weights, gamma=0.5, lam=2.0, kd_weight=3.0,
-        temperature=4.0)
+    loss, terms = self.variant(functools.partial(
+        losses.nba_loss, betas=self.betas, weights=weights, gamma=0.5,
+        lam=2.0, kd_weight=3.0, temperature=4.0))(
+            self.logits, self.student, self.teacher, self.labels,
+            self.pseudo_logits, self.pseudo, self.target_logits, self.target)
     behavior = functools.partial(
         losses.behavior_loss, betas=self.betas, weights=weights)
     expected_terms = {

@@ -31,6 +31,7 @@ import pytest
 from experiments.configs import digits as digits_config
 from nbajax import atomic
 from nbajax import data as data_lib
+from nbajax import losses
 from nbajax import training
 from nbajax.errors import UserError
 from nbajax.checkpoint import (CheckpointError, Checkpointer,
@@ -576,7 +577,7 @@ def _scaled_ce(model):
     (logits, _), upd = model.apply({'params': params,
                                     'batch_stats': batch_stats}, x,
                                    train=True, mutable=['batch_stats'])
-    loss = jnp.mean(training.softmax_cross_entropy(logits, y)) * aux
+    loss = losses.cross_entropy(logits, y) * aux
     return loss, (upd['batch_stats'], classification_sums(logits, y, loss))
   return loss_fn
 

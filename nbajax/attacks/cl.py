@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nbajax import losses
 from nbajax.attacks import base
 
 
@@ -31,12 +32,6 @@ def default_size(height: int, width: int) -> int:
 def project_linf(x_adv: jax.Array, x: jax.Array, eps: float) -> jax.Array:
   """Projects x_adv onto the L-inf ball of radius eps around x, in [0, 1]."""
   return jnp.clip(jnp.clip(x_adv, x - eps, x + eps), 0.0, 1.0)
-
-
-def _cross_entropy_sum(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Sum over the batch of -log p(label); the sum keeps samples independent."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.sum(jnp.take_along_axis(logp, labels[:, None], axis=-1))
 
 
 def pgd_hard_examples(clean_fn: base.CleanFn, x: np.ndarray, y: np.ndarray,
@@ -63,7 +58,9 @@ def pgd_hard_examples(clean_fn: base.CleanFn, x: np.ndarray, y: np.ndarray,
   if eps == 0 or steps == 0 or len(x) == 0:
     return x
   alpha = eps / 4 if step_size is None else float(step_size)
-  grad_fn = jax.grad(lambda xa, yb: _cross_entropy_sum(clean_fn(xa)[0], yb))
+  # The sum over the batch keeps each sample's gradient independent of B.
+  grad_fn = jax.grad(lambda xa, yb: jnp.sum(
+      losses.cross_entropy_per_example(clean_fn(xa)[0], yb)))
 
   @jax.jit
   def step(x_adv, x0, yb):

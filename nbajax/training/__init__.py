@@ -8,4 +8,4 @@ from nbajax.training.optim import (OPTIMIZERS, SCHEDULES, make_optimizer,
 from nbajax.training.sharding import make_mesh, replicate
 from nbajax.training.state import TrainState, create_train_state
 from nbajax.training.steps import (classification_sums, make_ce_loss,
-                                   softmax_cross_entropy, to_float, train_step)
+                                   to_float, train_step)

@@ -17,16 +17,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from nbajax import losses
 from nbajax.training.state import TrainState
 
 LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example cross entropy: logits [B,K], int labels [B] -> [B]."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-  return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
 
 
 def classification_sums(
@@ -69,7 +64,7 @@ def make_ce_loss(model: nn.Module) -> LossFn:
     (logits, _), updates = model.apply(
         {'params': params, 'batch_stats': batch_stats}, x, train=True,
         mutable=['batch_stats'])
-    loss = jnp.mean(softmax_cross_entropy(logits, y))
+    loss = losses.cross_entropy(logits, y)
     return loss, (updates['batch_stats'], classification_sums(logits, y, loss))
 
   return loss_fn

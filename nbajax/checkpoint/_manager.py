@@ -1,39 +1,5 @@
-"""Orbax checkpoints of a run: train state plus JSON metadata per step.
-
-Layout (an Orbax `CheckpointManager` directory):
-
-    workdir/checkpoints/<step>/state/   params, batch_stats, opt_state, step
-    workdir/checkpoints/<step>/meta/    JSON: model, num_classes, dataset,
-                                        attack spec, defense, config, version,
-                                        per-epoch history
-
-Model variables come back with plain Orbax, without nbajax:
-
-    import orbax.checkpoint as ocp
-    tree = ocp.StandardCheckpointer().restore('<workdir>/checkpoints/<step>/state')
-    variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
-
-Writes are atomic: Orbax writes a step into `<step>.orbax-checkpoint-tmp`
-and renames it to `<step>` when complete, so a crash during a save leaves
-the previous steps intact and the partial one is never listed (the next save
-of that step removes it).
-
-What goes wrong, and what happens (every error is a `CheckpointError` that
-names the step and the directory; the other steps stay usable):
-
-* a step that was never completed (a crash mid-save): named as such;
-* a corrupted step (truncated or missing files): `CorruptCheckpointError`;
-  `Checkpointer.restore` without a step falls back to the newest step that
-  restores and logs each one it skipped;
-* a checkpoint of another model or number of classes: the first variable
-  whose shape differs is named; of another optimizer: the array counts; no
-  fallback in either case (every step would differ).
-
-Resume order (`Checkpointer.restore_newest`, used by training): the newest
-step that restores; each step of a run is the state after that many epochs.
-Newer unusable steps are moved aside (`unusable-<step>-<time>`), never
-deleted, so that training can write those steps again.
-"""
+"""`Checkpointer`: Orbax's CheckpointManager with our metadata, resume
+order and error messages (the layout and rules: `nbajax.checkpoint`)."""
 
 import json
 import logging
@@ -46,6 +12,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from nbajax import atomic
+from nbajax.checkpoint._errors import (CheckpointError, CorruptCheckpointError,
+                                       quote_cause)
+from nbajax.checkpoint._plain import check_same_shapes, restore_variables
 
 
 class TrainState(Protocol):
@@ -59,23 +28,6 @@ class TrainState(Protocol):
 
   def from_tree(self, tree: Any) -> 'TrainState':
     """A state of this structure holding the arrays of `tree`."""
-
-_MAX_CAUSE = 300  # Characters of a library error kept in our messages.
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint is missing, incomplete, corrupted or of another model."""
-
-
-class CorruptCheckpointError(CheckpointError):
-  """A complete step whose files cannot be read (truncated, overwritten)."""
-
-
-def _cause(e: BaseException) -> str:
-  """The first line of a library error, without TensorStore's long spec."""
-  text = str(e).split('\n', 1)[0].split(' [tensorstore_spec=', 1)[0]
-  text = text if len(text) <= _MAX_CAUSE else text[:_MAX_CAUSE] + '...'
-  return f'{type(e).__name__}: {text}'
 
 
 class Checkpointer:
@@ -266,7 +218,7 @@ class Checkpointer:
     step = self._require(step)
     self._check_model(step, template)
     try:
-      tree = restore_variables(self.step_dir(step))
+      tree = restore_variables(self.step_dir(step))  # The module function.
     except Exception as e:
       raise self._corrupt(step, 'its model variables cannot be read', e) from e
     want = jax.tree_util.tree_structure(template)
@@ -332,7 +284,7 @@ class Checkpointer:
     others = [s for s in self.all_steps() if s != step]
     return CorruptCheckpointError(
         f'checkpoint step {step} in {self.directory} is unusable: {what} '
-        f'({_cause(cause)}); other complete steps: {others or "none"}')
+        f'({quote_cause(cause)}); other complete steps: {others or "none"}')
 
   def _require_any(self) -> list[int]:
     steps = self.all_steps()
@@ -362,52 +314,3 @@ class Checkpointer:
     """Waits for pending writes and releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-def restore_variables(step_dir: str | os.PathLike) -> dict[str, Any]:
-  """Model variables of one step directory with plain Orbax (no template).
-
-  Args:
-    step_dir: `<workdir>/checkpoints/<step>`.
-
-  Returns:
-    {'params': ..., 'batch_stats': ...} as host/device arrays.
-
-  Raises:
-    CheckpointError: the directory is missing or cannot be read.
-  """
-  path = os.path.join(os.fspath(step_dir), 'state')
-  if not os.path.isdir(path):
-    raise CheckpointError(f'{step_dir} is not a complete checkpoint step '
-                          f'({path} is missing)')
-  tree = _read_state(path, step_dir)
-  return {'params': tree['params'], 'batch_stats': tree.get('batch_stats', {})}
-
-
-def _read_state(path: str, step_dir: Any) -> Any:
-  """Plain-Orbax restore of a state item; CorruptCheckpointError if bad.
-
-  On a corrupted step TensorStore may also print 'Event loop is closed'
-  tracebacks from its reads still in flight (Orbax's synchronous API closes
-  its event loop on the first failure); they are harmless.
-  """
-  try:
-    with ocp.StandardCheckpointer() as reader:
-      return reader.restore(path)
-  except Exception as e:
-    raise CorruptCheckpointError(
-        f'{step_dir} cannot be read: {_cause(e)}') from e
-
-
-def check_same_shapes(tree: Any, template: Any, *, where: str) -> None:
-  """Raises CheckpointError naming the first variable that differs."""
-  have = {jax.tree_util.keystr(k): tuple(v.shape)
-          for k, v in jax.tree_util.tree_leaves_with_path(tree)}
-  want = {jax.tree_util.keystr(k): tuple(v.shape)
-          for k, v in jax.tree_util.tree_leaves_with_path(template)}
-  for name in sorted(set(have) | set(want)):
-    if have.get(name) != want.get(name):
-      raise CheckpointError(
-          f'{where} does not fit this model: variable {name} has shape '
-          f'{have.get(name)} in the checkpoint and {want.get(name)} in the '
-          'model (a checkpoint of another model or number of classes?)')
