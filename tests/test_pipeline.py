@@ -16,7 +16,7 @@ import pytest
 
 from experiments.configs import digits as digits_config
 from nbajax.checkpoint import Checkpointer
-from nbajax.pipeline import defense_setup
+from nbajax.pipeline import common, defense_setup, derive
 from nbajax.pipeline import train as train_job
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,6 +142,31 @@ class TestAttackCli:
     meta = _meta(attack_dir)
     assert meta['role'] == 'backdoored'
     assert meta['attack'] == r['attack_spec']  # Enough to rebuild the test.
+
+
+  def test_attack_epochs_train_the_backdoored_model_only(self, tmp_path):
+    workdir = tmp_path / 'cl'
+    _ok(_cli('attack', workdir, '--config.attack.name=cl',
+             '--config.attack.epochs=2',
+             '--config.attack.params_json={"steps": 1}'))
+    r = _results(workdir)
+    assert [h['epoch'] for h in r['history']] == [1, 2]
+    assert r['config']['train']['epochs'] == 2
+    # The clean model CL perturbs with keeps train.epochs (1 here).
+    assert _results(workdir / 'clean')['epochs'] == 1
+
+
+def test_attack_epochs_zero_keeps_older_runs_fingerprints():
+  config = digits_config.get_config()
+  older = config.copy_and_resolve_references()
+  del older.attack['epochs']  # A config from before the field existed.
+  assert common.training_fingerprint(
+      derive.backdoor_config(config), derive.backdoor_attack_fields(config),
+      'backdoored') == common.training_fingerprint(older, older.attack,
+                                                   'backdoored')
+  config.attack.epochs = 3
+  assert derive.backdoor_config(config).train.epochs == 3
+  assert config.train.epochs != 3
 
 
 class TestDefendCli:

@@ -17,6 +17,7 @@ import numpy as np
 from nbajax import atomic
 from nbajax import report
 from nbajax.report import __main__ as report_cli
+from nbajax.report import implant
 from nbajax.report import maps
 from nbajax.report import plots
 
@@ -26,7 +27,7 @@ PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 def _cell(attack, defense, acc, asr, *, seed=0, ra=0.5, der=None, **extra):
   return dict(attack=attack, defense=defense, seed=seed, acc=acc,
               acc_nontarget=acc, asr=asr, ra=ra, der=der, wall_seconds=1.5,
-              history=[], **extra)
+              **{'history': [], **extra})
 
 
 def _grid():
@@ -422,6 +423,63 @@ class PlotTest(_TestCase):
     with self.assertRaisesRegex(ValueError, "rows \\['b'\\]"):
       report.plot_attention_maps({'a': {'g1': np.zeros((2, 2))}}, path,
                                  images={'b': np.zeros((4, 4, 3))})
+
+
+class ImplantTest(_TestCase):
+
+  def _cells(self):
+    history = [{'epoch': e, 'test_acc': 0.9 + 0.02 * e, 'asr': 0.3 * e}
+               for e in (1, 2, 3)]
+    return [
+        _cell('badnets', 'none', 0.965, 0.95, seed=0, history=history),
+        _cell('badnets', 'none', 0.945, 0.99, seed=1, history=history),
+        _cell('badnets', 'nba', 0.95, 0.01, seed=0),
+        _cell('blend', 'none', 0.97, 0.85, seed=0, history=history),
+        _cell('blend', 'none', 0.97, 0.95, seed=2),
+    ]
+
+  def test_rows_judge_asr_and_the_drop_against_the_same_seed(self):
+    rows = report.implant_rows(self._cells(), {0: 0.97, 1: 0.96})
+    got = [(r['attack'], r['seed'], r['implanted']) for r in rows]
+    # badnets seed 1 drops 1.5 points; blend seed 0 is at 85 % ASR; seed 2
+    # has no clean model, so it cannot be judged.
+    self.assertEqual(got, [('badnets', 0, True), ('badnets', 1, False),
+                           ('blend', 0, False), ('blend', 2, None)])
+    self.assertAlmostEqual(rows[0]['acc_drop'], 0.005)
+    self.assertEqual(rows[0]['epochs'], 3)
+
+  def test_exactly_one_point_and_ninety_percent_pass(self):
+    rows = report.implant_rows(
+        [_cell('badnets', 'none', 0.95, 0.90, seed=0)], {0: 0.96})
+    self.assertTrue(rows[0]['implanted'])
+
+  def test_markdown_verdict(self):
+    rows = report.implant_rows(self._cells(), {0: 0.97, 1: 0.96})
+    text = implant.implant_markdown(rows, split='val')
+    self.assertIn('(val split)', text)
+    self.assertIn('| BadNets | 0 | 3 | 96.5 | 95.0 | 97.0 | 0.5 | yes |',
+                  text)
+    self.assertIn('| Blend | 2 | 0 | 97.0 | 95.0 | — | — | — |', text)
+    self.assertIn('Implanted in every seed: none; not (in some seed): '
+                  'badnets, blend.', text)
+
+  def test_write_implant_files(self):
+    outdir = self._tempdir()
+    paths = report.write_implant(self._cells(), outdir,
+                                 clean_acc={0: 0.97, 1: 0.96}, split='val')
+    self.assertEqual(sorted(paths), ['json', 'md', 'png'])
+    self.assertEqual(_png_size(paths['png']), (1320, 540))
+    with open(paths['json'], encoding='utf-8') as f:
+      saved = json.load(f)
+    self.assertEqual(saved['split'], 'val')
+    self.assertEqual([r['implanted'] for r in saved['rows']],
+                     [True, False, False, None])
+
+  def test_nothing_without_backdoored_models(self):
+    outdir = self._tempdir()
+    self.assertEqual(report.write_implant(
+        [_cell('badnets', 'nba', 0.95, 0.01)], outdir), {})
+    self.assertEmpty(os.listdir(outdir))
 
 
 class ImportTest(_TestCase):

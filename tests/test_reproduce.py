@@ -77,5 +77,5 @@ def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):
   meta = Checkpointer(str(full / 'seed0' / 'badnets' / 'fp' /
                           'checkpoints')).restore_meta()
   assert meta['config']['defense']['name'] == 'fp'
-  for name in ('results.md', 'results.csv', 'acc_vs_asr.png'):
+  for name in ('results.md', 'results.csv', 'acc_vs_asr.png', 'implant.md'):
     assert (cut / name).stat().st_size > 0

@@ -76,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Clean model that trojan and cl need: trained with `train` unless a
   # checkpoint directory (a `experiments.train` workdir) is given.
   c.attack.clean_model_dir = ''
+  # Epochs of the backdoored model when > 0 (an attack that implants
+  # slowly); 0: train.epochs. The clean model keeps train.epochs.
+  c.attack.epochs = 0
 
   # The defense (nbajax.defenses): an optimizer section plus its own fields.
   c.defense = optimizer_section(epochs=20, lr=0.01)

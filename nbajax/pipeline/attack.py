@@ -61,7 +61,9 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
   """
   validate.validate_config(config, job='attack')
   given = config.attack.clean_model_dir
-  fp = common.training_fingerprint(config, config.attack, 'backdoored')
+  fp = common.training_fingerprint(derive.backdoor_config(config),
+                                   derive.backdoor_attack_fields(config),
+                                   'backdoored')
   # Teachers were fine-tuned from the model an overwrite replaces.
   return record.run_once(
       workdir, fingerprint=fp, label='attack', overwrite=overwrite,
@@ -88,7 +90,7 @@ def _attack(config, workdir, fp) -> record.RunRecord:
   spec = attack_spec(config, result)
   eval_bs = int(config.eval_batch_size)
   model, state, history, _ = model_runs.train_model(
-      config, workdir, dataset=dataset, x_train=result.x, y_train=result.y,
+      derive.backdoor_config(config), workdir, dataset=dataset, x_train=result.x, y_train=result.y,
       role='backdoored', fingerprint_=fp, extra_meta={'attack': spec},
       eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs))
   final = evaluate.evaluate(model.apply, state.variables, sets,
@@ -102,7 +104,8 @@ def _attack(config, workdir, fp) -> record.RunRecord:
       role='backdoored', attack=a.name, dataset=dataset.name,
       model=config.model.name, metrics=final,
       poisoned=int(len(result.indices)), history=history,
-      config=derive.to_dict(config), attack_spec=spec)
+      config=derive.to_dict(derive.backdoor_config(config)),
+      attack_spec=spec)
 
 
 def attack_spec(config, result: poison.PoisonResult) -> dict[str, Any]:

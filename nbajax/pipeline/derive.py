@@ -5,6 +5,9 @@ config checks alike (none of them imports another job for it):
 
 * `attack_params`: the attack's parameters (`params` + `params_json`);
 * `cell_config`: the config of one grid cell (attack, seed, overrides);
+* `backdoor_config`, `backdoor_attack_fields`: what the backdoored model
+  trains with (`attack.epochs`), and the attack fields its fingerprint
+  hashes;
 * `attack_from_spec`: the prepared attack a finished attack run recorded.
 """
 
@@ -80,6 +83,31 @@ def cell_config(config: ml_collections.ConfigDict, *, attack: str,
                         f'attack field; fields: {sorted(c.attack.keys())}')
       c.attack[key] = value
   return c
+
+
+def backdoor_config(config: ml_collections.ConfigDict
+                    ) -> ml_collections.ConfigDict:
+  """`config` as the backdoored model trains: `train.epochs` replaced by
+  `attack.epochs` when that is > 0.
+
+  Some attacks implant slowly (WaNet's paper trains far longer than the
+  others); the clean model of trojan and cl keeps `train`, so one clean
+  model serves every attack of a seed.
+  """
+  merged = config.copy_and_resolve_references()
+  if config.attack.epochs:
+    merged.train.epochs = int(config.attack.epochs)
+  return merged
+
+
+def backdoor_attack_fields(config: ml_collections.ConfigDict
+                           ) -> dict[str, Any]:
+  """The attack section as the backdoored model's fingerprint hashes it:
+  without `epochs`, which `backdoor_config(config).train` holds already
+  (so runs made before the field existed are still reused)."""
+  fields = to_dict(config.attack)
+  fields.pop('epochs', None)
+  return fields
 
 
 def attack_from_spec(spec: dict[str, Any]) -> attacks.Attack:

@@ -219,11 +219,27 @@ def write_report(config, workdir: str, cells: list[dict[str, Any]]) -> None:
   report.plot_acc_vs_asr(cells, os.path.join(workdir, 'acc_vs_asr.png'))
   report.plot_curves(cells, workdir)
   report.plot_sweeps(cells, workdir)
+  report.write_implant(cells, workdir,
+                       clean_acc=clean_accuracies(workdir, cells),
+                       split=config.data.eval_split)
   if config.grid.attention_maps:
     attention_figure(config, workdir, cells)
   _LOG.info('\n' + report.markdown_table(cells))
-  _LOG.info('report in %s: results.md, results.csv, results.json, *.png',
+  _LOG.info('report in %s: results.{md,csv,json}, implant.{md,json}, *.png',
             workdir)
+
+
+def clean_accuracies(workdir: str, cells) -> dict[Any, float]:
+  """seed -> ACC of the grid's clean model of that seed (trained for trojan
+  and cl, on the grid's split); seeds without one are absent."""
+  out = {}
+  for seed in sorted({c['seed'] for c in cells}):
+    done = rundir.job_results(os.path.join(workdir, f'seed{seed}', 'clean'))
+    acc = record.RunRecord.from_json(done).metrics.get('test_acc') \
+        if done else None
+    if acc is not None:
+      out[seed] = acc
+  return out
 
 
 def attention_figure(config, workdir: str, cells) -> None:

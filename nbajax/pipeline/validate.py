@@ -164,6 +164,7 @@ def _check_attack(config) -> None:
     raise UserError(f"config.attack.mode={mode!r}: clean-label attack "
                     f"{name!r} supports only 'all-to-one'")
   _build_attack(config)
+  fields.integer(config, 'attack.epochs', low=0)
 
 
 def _build_attack(config):

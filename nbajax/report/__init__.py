@@ -19,7 +19,8 @@ A result *cell* is one evaluated model (one attack x defense x seed)::
    'config': {...}}          # optional, JSON only
 
 Entry points: `write_results`, `markdown_table`, `check_claim`,
-`plot_acc_vs_asr`, `plot_curves`, `plot_sweeps`, `plot_attention_maps`.
+`plot_acc_vs_asr`, `plot_curves`, `plot_sweeps`, `plot_attention_maps`,
+`write_implant` (how well each attack implanted).
 Plotting modules load matplotlib on first use, so table-only users never
 import it.
 """
@@ -32,6 +33,8 @@ from nbajax.report.cells import validate_cells
 from nbajax.report.files import results_markdown
 from nbajax.report.files import split_sentence
 from nbajax.report.files import write_results
+from nbajax.report.implant import implant_rows
+from nbajax.report.implant import write_implant
 from nbajax.report.tables import csv_text
 from nbajax.report.tables import json_text
 from nbajax.report.tables import markdown_table
@@ -49,8 +52,8 @@ def __getattr__(name):
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-__all__ = ['CLEAN_ATTACK', 'DEFENSE_ORDER', 'METRICS', 'csv_text',
-           'json_text', 'markdown_table', 'plot_acc_vs_asr',
+__all__ = ['CLEAN_ATTACK', 'DEFENSE_ORDER', 'METRICS', 'check_claim',
+           'csv_text', 'implant_rows', 'json_text', 'markdown_table', 'plot_acc_vs_asr',
            'plot_attention_maps', 'plot_curves', 'plot_sweeps',
            'results_markdown', 'split_sentence', 'validate_cells',
-           'write_results']
+           'write_implant', 'write_results']

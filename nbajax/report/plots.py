@@ -128,7 +128,7 @@ def _series(cell: Mapping[str, Any], keys: Sequence[str]) -> dict[int, float]:
   return out
 
 
-def _draw_defense(ax, group, keys, *, color, label) -> bool:
+def draw_mean_band(ax, group, keys, *, color, label) -> bool:
   """Mean over seeds at the common epochs, min-max band; False if no data."""
   series = [s for s in (_series(c, keys) for c in group) if s]
   epochs = sorted(set.intersection(*(set(s) for s in series))) if series \
@@ -164,7 +164,7 @@ def _plot_attack_curves(groups, attack, trained, path, *, defenses, a_name,
       ax.axhline(100 * before.mean, color=_STYLES['none'][0], ls='--',
                  label=f'{d_names.get("none", "none")} (before)')
     for defense in trained:
-      drawn |= _draw_defense(ax, groups.get((attack, defense), []), keys,
+      drawn |= draw_mean_band(ax, groups.get((attack, defense), []), keys,
                              color=defense_style(defense, defenses)[0],
                              label=d_names.get(defense, defense))
     ax.set_xlabel('Epoch')
