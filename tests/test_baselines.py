@@ -180,6 +180,22 @@ class TestAnp:
     assert [e['pruned'] for e in sweep] == [0.0, float(np.mean(masks < 1.0))]
     assert history[-1]['sweep_name'] == 'threshold'
 
+  def test_the_pruned_model_is_saved_as_step_zero(self, tmp_path):
+    # Nothing is trained after pruning, yet the defended model must be
+    # where every run leaves its own (restore, reuse of a finished cell).
+    cfg = _config()
+    cfg.anp.iterations, cfg.anp.batch_size = 3, 16
+    cfg.anp.prune_by, cfg.anp.number = 'number', 1  # Differs from start.
+    ctx = _context()
+    ckpt = Checkpointer(str(tmp_path / 'anp'))
+    variables, _ = defenses.defend('anp', ctx, cfg, checkpointer=ckpt,
+                                   meta={'fingerprint': 'f'})
+    assert ckpt.all_steps() == [0]
+    assert ckpt.restore_meta()['history'][0]['pruned'] > 0
+    saved = ckpt.restore_variables(jax.eval_shape(lambda: variables))
+    assert _max_abs_diff(saved, variables) == 0.0
+    assert _max_abs_diff(variables, ctx.variables) > 0.0
+
   def test_bad_field_is_named(self):
     cfg = _config()
     cfg.anp.eps = 2.0

@@ -15,7 +15,9 @@ from nbajax.pipeline import reproduce
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     '--config.grid.attacks=("badnets",)',
-    '--config.grid.defenses=("ft","fp")',
+    '--config.grid.defenses=("ft","fp","anp")',
+    '--config.defense.anp.iterations=2',
+    '--config.defense.anp.batch_size=16',
     '--config.grid.attention_maps=False',
     '--config.train.epochs=3',
     '--config.defense.epochs=3',
@@ -52,6 +54,12 @@ def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):
   full, cut = tmp_path / 'full', tmp_path / 'cut'
   proc = _grid(full)
   assert proc.wait(timeout=400) == 0, proc.stderr.read()[-3000:]
+  first = _cells(full)
+  # A finished grid started again reuses every cell (ANP, which trains
+  # nothing after pruning, included) and writes the same report.
+  proc = _grid(full)
+  assert proc.wait(timeout=400) == 0, proc.stderr.read()[-3000:]
+  assert _cells(full) == first
 
   proc = _grid(cut)
   backdoor = cut / 'seed0' / 'badnets' / 'backdoor' / 'results.json'
@@ -72,7 +80,7 @@ def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):
   assert backdoor.stat().st_mtime_ns == finished_at  # Reused, not redone.
   assert _cells(cut) == _cells(full)
   assert set(_cells(full)) == {('badnets', 'none'), ('badnets', 'ft'),
-                               ('badnets', 'fp')}
+                               ('badnets', 'fp'), ('badnets', 'anp')}
   # FP shares FT's DefenseSetup; its checkpoints record FP's own config.
   meta = Checkpointer(str(full / 'seed0' / 'badnets' / 'fp' /
                           'checkpoints')).restore_meta()

@@ -149,7 +149,8 @@ def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
 
   Training, checkpoints (and resume from `checkpointer`), evaluation and
   logging are the training layer's (`training.from_config.finetune`); with
-  no `plan.loss_fn` or 0 epochs the plan's start is what is trained.
+  no `plan.loss_fn` or 0 epochs the plan's start is the result, saved as
+  checkpoint step 0 (`from_config.save_untrained`).
 
   Returns:
     (defended variables, per-epoch history; the first entry carries
@@ -159,7 +160,8 @@ def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
   if plan.summary:
     _LOG.info('[%s] %s', name, plan.summary)
   section = cfg if plan.section is None else plan.section
-  if plan.loss_fn is None or int(section.epochs) == 0:
+  untrained = plan.loss_fn is None or int(section.epochs) == 0
+  if untrained:
     trained, history = jax.device_get(plan.start), [dict(plan.notes)]
   else:
     trained, history = from_config.finetune(
@@ -178,6 +180,11 @@ def run(plan: Plan, inputs: DefenseInputs, cfg: ml_collections.ConfigDict,
                    'sweep_name': plan.sweep_name}
     _LOG.info('[%s] %s', name, format_sweep(entries, plan.sweep_name))
   variables = plan.view(trained) if plan.view is not None else trained
+  if untrained and checkpointer is not None:
+    from_config.save_untrained(
+        inputs.model, variables, checkpointer, key=inputs.key,
+        image_shape=inputs.x_clean.shape[1:],
+        meta={**(meta or {}), 'history': history})
   return jax.device_get(variables), history
 
 

@@ -138,7 +138,9 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool, label: str,
     if not ours:
       raise UserError(
           f'{workdir} holds the results of a finished {label} run but its '
-          'checkpoints are gone; pass --overwrite to run it again')
+          'checkpoints are gone (ANP runs before nbajax saved their model '
+          'left none); pass --overwrite to run it again, or, in a grid, '
+          'remove that directory')
     _LOG.info(f'{workdir} already holds this finished {label} run; reusing it')
     return done
   if overwrite:

@@ -104,3 +104,19 @@ def finetune(model: Any, start: dict[str, Any], x: np.ndarray, y: np.ndarray,
       epoch_aux=epoch_aux, checkpointer=checkpointer, meta=meta,
       eval_fn=evaluate, name=name, eval_every=eval_every)
   return jax.device_get(state.variables), history
+
+
+def save_untrained(model: Any, variables: dict[str, Any],
+                   checkpointer: Checkpointer, *, key: jax.Array,
+                   image_shape: tuple[int, ...],
+                   meta: dict[str, Any]) -> None:
+  """Saves `variables` as step 0 (no epoch trained) of `checkpointer`.
+
+  For a defense whose result is not trained after its plan (ANP; FP with
+  0 epochs): its model is then where every other run leaves its own, for a
+  restore with plain Orbax and for reusing the finished run. The state has
+  no optimizer (`optax.identity`), since nothing resumes from it.
+  """
+  state = create_train_state(model, optax.identity(), key,
+                             tuple(image_shape), variables=variables)
+  checkpointer.save(0, state, meta)
