@@ -74,6 +74,7 @@ def attention_loss(
   am_t = jax.lax.stop_gradient(attention_map(teacher, p=p))
   return mse(am_s, am_t)
 
+
 def nad_loss(
     student_features: Features,
     teacher_features: Features,

@@ -128,7 +128,6 @@ def plot_implant(cells: Iterable[Mapping[str, Any]], path: str, *,
   seeds at the epochs all seeds logged); the clean models' mean ACC and the
   ASR bar as dashed lines. Returns whether anything was drawn."""
   from nbajax.report import figure, plots  # matplotlib only when plotting
-  from matplotlib import ticker
   cells = cells_lib.validate_cells(cells, metrics=())
   groups = cells_lib.group_cells(cells)
   attacks = [a for a in cells_lib.attack_order(cells)
@@ -152,11 +151,8 @@ def plot_implant(cells: Iterable[Mapping[str, Any]], path: str, *,
                              color=f'C{i % 10}',
                              label=tables.ATTACK_LABELS.get(attack, attack))
     for ax, metric in zip(axes, ('ACC', 'ASR')):
-      ax.set_xlabel('Epoch')
-      ax.set_ylabel(f'{metric} (%)')
-      ax.set_title(f'{metric} of the backdoored model per epoch')
-      ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-      ax.grid(alpha=0.3)
+      plots.epoch_axis(ax, metric, f'{metric} of the backdoored model per '
+                       'epoch')
     axes[1].set_ylim(-4.0, 104.0)
     handles, labels = axes[1].get_legend_handles_labels()
     for handle, label in zip(*axes[0].get_legend_handles_labels()):

@@ -143,6 +143,15 @@ def draw_mean_band(ax, group, keys, *, color, label) -> bool:
   return True
 
 
+def epoch_axis(ax, metric: str, title: str) -> None:
+  """Labels, integer epoch ticks and a light grid of a per-epoch panel."""
+  ax.set_xlabel('Epoch')
+  ax.set_ylabel(f'{metric} (%)')
+  ax.set_title(title)
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  ax.grid(alpha=0.3)
+
+
 def _safe_name(name: str) -> str:
   """A file-name-safe version of an attack name."""
   return re.sub(r'[^A-Za-z0-9_.-]+', '_', name)
@@ -167,11 +176,7 @@ def _plot_attack_curves(groups, attack, trained, path, *, defenses, a_name,
       drawn |= draw_mean_band(ax, groups.get((attack, defense), []), keys,
                              color=defense_style(defense, defenses)[0],
                              label=d_names.get(defense, defense))
-    ax.set_xlabel('Epoch')
-    ax.set_ylabel(f'{metric} (%)')
-    ax.set_title(f'{metric} per epoch')
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
+    epoch_axis(ax, metric, f'{metric} per epoch')
   axes[1].set_ylim(-4.0, 104.0)
   # Outside the panels: ASR curves start near the 100 % reference line.
   fig.legend(*axes[1].get_legend_handles_labels(), loc='outside right upper',
