@@ -16,6 +16,7 @@ import pytest
 
 from experiments.configs import digits as digits_config
 from nbajax.checkpoint import Checkpointer
+from nbajax.pipeline import attack as attack_job
 from nbajax.pipeline import common, defense_setup, derive
 from nbajax.pipeline import train as train_job
 
@@ -156,17 +157,38 @@ class TestAttackCli:
     assert _results(workdir / 'clean')['epochs'] == 1
 
 
-def test_attack_epochs_zero_keeps_older_runs_fingerprints():
+def test_backdoor_fingerprint_ignores_where_the_clean_model_lives(tmp_path):
   config = digits_config.get_config()
-  older = config.copy_and_resolve_references()
-  del older.attack['epochs']  # A config from before the field existed.
-  assert common.training_fingerprint(
-      derive.backdoor_config(config), derive.backdoor_attack_fields(config),
-      'backdoored') == common.training_fingerprint(older, older.attack,
-                                                   'backdoored')
+  config.attack.clean_model_dir = 'runs/grid/seed0/clean'
+  moved = config.copy_and_resolve_references()
+  moved.attack.clean_model_dir = 'elsewhere/grid/seed0/clean'
+  empty = str(tmp_path / 'none')
+  assert attack_job.fingerprint(config, empty) == attack_job.fingerprint(
+      moved, empty)
   config.attack.epochs = 3
   assert derive.backdoor_config(config).train.epochs == 3
-  assert config.train.epochs != 3
+  assert attack_job.fingerprint(config, empty) != attack_job.fingerprint(
+      moved, empty)
+
+
+def test_a_run_with_the_older_fingerprint_keeps_it(tmp_path):
+  # Runs made before the fingerprint left out attack.clean_model_dir (and
+  # before attack.epochs existed) hashed the whole attack section.
+  config = digits_config.get_config()
+  older = config.copy_and_resolve_references()
+  del older.attack['epochs']
+  older.attack.clean_model_dir = 'old/grid/seed0/clean'
+  legacy = common.training_fingerprint(older, older.attack, 'backdoored')
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  results = {'role': 'backdoored', 'fingerprint': legacy,
+             'config': derive.to_dict(older)}
+  (workdir / 'results.json').write_text(json.dumps(results))
+  config.attack.clean_model_dir = 'new/grid/seed0/clean'  # It moved.
+  assert attack_job.fingerprint(config, str(workdir)) == legacy
+  # Other settings: the current fingerprint, which the run then refuses.
+  config.attack.rate = 0.2
+  assert attack_job.fingerprint(config, str(workdir)) != legacy
 
 
 class TestDefendCli:

@@ -60,6 +60,16 @@ def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):
   proc = _grid(full)
   assert proc.wait(timeout=400) == 0, proc.stderr.read()[-3000:]
   assert _cells(full) == first
+  # So does a finished grid moved to another directory.
+  moved = tmp_path / 'moved'
+  full.rename(moved)
+  runs = sorted(moved.glob('seed0/badnets/*/results.json'))
+  stamps = [p.stat().st_mtime_ns for p in runs]
+  proc = _grid(moved)
+  assert proc.wait(timeout=400) == 0, proc.stderr.read()[-3000:]
+  assert _cells(moved) == first
+  assert [p.stat().st_mtime_ns for p in runs] == stamps  # Reused, not redone.
+  moved.rename(full)
 
   proc = _grid(cut)
   backdoor = cut / 'seed0' / 'badnets' / 'backdoor' / 'results.json'

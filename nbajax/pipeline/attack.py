@@ -18,7 +18,7 @@ import ml_collections
 
 from nbajax import atomic, attacks, rundir
 from nbajax.attacks import figures, poison
-from nbajax.checkpoint import Checkpointer
+from nbajax.checkpoint import CheckpointError, Checkpointer
 from nbajax.errors import UserError
 from nbajax.pipeline import (common, derive, evaluate, model_runs, record,
                              validate)
@@ -61,14 +61,57 @@ def run_attack(config: ml_collections.ConfigDict, workdir: str, *,
   """
   validate.validate_config(config, job='attack')
   given = config.attack.clean_model_dir
-  fp = common.training_fingerprint(derive.backdoor_config(config),
-                                   derive.backdoor_attack_fields(config),
-                                   'backdoored')
+  fp = fingerprint(config, workdir)
   # Teachers were fine-tuned from the model an overwrite replaces.
   return record.run_once(
       workdir, fingerprint=fp, label='attack', overwrite=overwrite,
       teachers=True, reads=(given,) if given else (),
       body=lambda: _attack(config, workdir, fp))
+
+
+def fingerprint(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The backdoored model's fingerprint: seed, data, model, train (with
+  `attack.epochs`) and the attack fields but the clean model's directory,
+  so a grid's runs stay reusable when the grid's directory moves.
+
+  Runs made before hashed `attack.clean_model_dir` as well (in a grid, the
+  grid's directory, for every attack). A run in `workdir` whose recorded
+  fingerprint is that older one of these same settings, recomputed with
+  the directory it recorded, keeps it: it is reused or resumed, not
+  refused.
+  """
+  train = derive.backdoor_config(config)
+  fields = derive.backdoor_attack_fields(config)
+  recorded = _recorded(workdir) or {}
+  old_dir = ((recorded.get('config') or {}).get('attack') or {}).get(
+      'clean_model_dir')
+  if old_dir is not None:
+    older = common.training_fingerprint(
+        train, {**fields, 'clean_model_dir': old_dir}, 'backdoored')
+    if recorded.get('fingerprint') == older:
+      return older
+  return common.training_fingerprint(train, fields, 'backdoored')
+
+
+def _recorded(workdir: str) -> dict[str, Any] | None:
+  """What a run in `workdir` recorded: its results.json, else its newest
+  checkpoint's metadata; None when there is none or it cannot be read
+  (the run's own checks then name the problem)."""
+  try:
+    done = rundir.job_results(workdir)
+  except UserError:
+    return None
+  ckpt_dir = os.path.join(workdir, rundir.CHECKPOINTS)
+  if done is not None or not os.path.isdir(ckpt_dir):
+    return done
+  try:
+    ckpt = Checkpointer(ckpt_dir)
+    try:
+      return ckpt.restore_meta() if ckpt.latest_step() is not None else None
+    finally:
+      ckpt.close()
+  except CheckpointError:
+    return None
 
 
 def _attack(config, workdir, fp) -> record.RunRecord:

@@ -103,10 +103,12 @@ def backdoor_config(config: ml_collections.ConfigDict
 def backdoor_attack_fields(config: ml_collections.ConfigDict
                            ) -> dict[str, Any]:
   """The attack section as the backdoored model's fingerprint hashes it:
-  without `epochs`, which `backdoor_config(config).train` holds already
-  (so runs made before the field existed are still reused)."""
+  without `epochs`, which `backdoor_config(config).train` holds already,
+  and without `clean_model_dir`: where the clean model lives is not a
+  setting (its own fingerprint, checked when it is used, is)."""
   fields = to_dict(config.attack)
   fields.pop('epochs', None)
+  fields.pop('clean_model_dir', None)
   return fields
 
 
