@@ -448,6 +448,11 @@ class ImplantTest(_TestCase):
     self.assertAlmostEqual(rows[0]['acc_drop'], 0.005)
     self.assertEqual(rows[0]['epochs'], 3)
 
+  def test_a_tiny_negative_drop_shows_as_zero(self):
+    rows = report.implant_rows(
+        [_cell('badnets', 'none', 0.99802, 0.95, seed=0)], {0: 0.998})
+    self.assertIn('| 99.8 | 0.0 | yes |', implant.implant_markdown(rows))
+
   def test_exactly_one_point_and_ninety_percent_pass(self):
     rows = report.implant_rows(
         [_cell('badnets', 'none', 0.95, 0.90, seed=0)], {0: 0.96})

@@ -66,7 +66,10 @@ def implant_rows(cells: Iterable[Mapping[str, Any]],
 
 
 def _pct(value: float | None) -> str:
-  return tables.MISSING if value is None else f'{100 * value:.1f}'
+  if value is None:
+    return tables.MISSING
+  text = f'{100 * value:.1f}'
+  return '0.0' if text == '-0.0' else text  # A drop of -0.01 points.
 
 
 def implant_markdown(rows: list[Mapping[str, Any]], *, split: str = 'test'
