@@ -23,7 +23,7 @@ from nbajax import attacks, rundir
 from nbajax import data as data_lib
 from nbajax.errors import UserError
 from nbajax.pipeline import attack as attack_job
-from nbajax.pipeline import common, derive
+from nbajax.pipeline import derive
 from nbajax.pipeline import defend as defend_job
 from nbajax.pipeline import probe as probe_job
 from nbajax.pipeline import reproduce
@@ -148,7 +148,7 @@ class TestOverwriteRemovesOnlyOurs:
 
   def test_results_without_checkpoints_are_not_reused(self, tmp_path):
     config = _config(**{'attack.name': 'blend'})
-    fp = common.training_fingerprint(config, config.attack, 'backdoored')
+    fp = attack_job.fingerprint(config, str(tmp_path / 'none'))
     run = _fake_attack_run(tmp_path / 'X', fp=fp)
     for step in (run / 'checkpoints').iterdir():
       for p in sorted(step.rglob('*'), reverse=True):

@@ -32,7 +32,8 @@ import optax
 from flax import traverse_util
 
 from nbajax import losses, training
-from nbajax.defenses.base import DefenseInputs, Plan
+from nbajax.defenses.base import (DefenseInputs, Plan, check_integer,
+                                  check_number, check_value)
 
 PRUNE_BY = ('threshold', 'number')
 
@@ -101,24 +102,17 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     ValueError: naming the field out of range.
   """
   c = cfg.anp
-  if not 0 <= float(c.eps) <= 1:
-    raise ValueError(f'anp.eps must be in [0, 1], got {c.eps}')
-  if not 0 <= float(c.alpha) <= 1:
-    raise ValueError(f'anp.alpha must be in [0, 1], got {c.alpha}')
+  for name in ('eps', 'alpha', 'threshold'):
+    check_number(c, 'anp', name, low=0.0, high=1.0)
   for name in ('steps', 'iterations', 'batch_size'):
-    if int(c[name]) < 1:
-      raise ValueError(f'anp.{name} must be >= 1, got {c[name]}')
-  if not float(c.mask_lr) > 0:
-    raise ValueError(f'anp.mask_lr must be > 0, got {c.mask_lr}')
+    check_integer(c, 'anp', name, low=1)
+  check_number(c, 'anp', 'mask_lr', low=0.0, low_open=True)
   if c.prune_by not in PRUNE_BY:
     raise ValueError(f'anp.prune_by must be one of {PRUNE_BY}, got '
                      f'{c.prune_by!r}')
-  if int(c.number) < 0:
-    raise ValueError(f'anp.number must be >= 0, got {c.number}')
-  for t in (c.threshold, *c.sweep):
-    if not 0 <= float(t) <= 1:
-      raise ValueError(f'anp.threshold and anp.sweep must lie in [0, 1], '
-                       f'got {t}')
+  check_integer(c, 'anp', 'number', low=0)
+  for i, t in enumerate(c.sweep):
+    check_value(t, f'anp.sweep[{i}]', low=0.0, high=1.0)
 
 
 def make_mask_step(model, cfg: ml_collections.ConfigDict, batch_stats: Any):

@@ -35,7 +35,8 @@ import ml_collections
 import numpy as np
 
 from nbajax import losses, training
-from nbajax.defenses.base import DefenseInputs, Plan
+from nbajax.defenses.base import (DefenseInputs, Plan, check_integer,
+                                  check_number, check_value)
 
 Loss = Callable[[Any, Any], jax.Array]
 
@@ -120,15 +121,11 @@ def check(cfg: ml_collections.ConfigDict) -> None:
     ValueError: naming the field out of range.
   """
   c = cfg.ibau
-  if int(c.K) < 1:
-    raise ValueError(f'ibau.K must be >= 1, got {c.K}')
+  check_integer(c, 'ibau', 'K', low=1)
   for name in ('inner_lr', 'pert_lr'):
-    if not float(c[name]) > 0:
-      raise ValueError(f'ibau.{name} must be > 0, got {c[name]}')
-  if not float(c.reg) >= 0:
-    raise ValueError(f'ibau.reg must be >= 0, got {c.reg}')
-  if not 0 < float(c.portion) <= 1:
-    raise ValueError(f'ibau.portion must be in (0, 1], got {c.portion}')
+    check_number(c, 'ibau', name, low=0.0, low_open=True)
+  check_number(c, 'ibau', 'reg', low=0.0)
+  check_value(c.portion, 'ibau.portion', low=0.0, low_open=True, high=1.0)
 
 
 def _model_fns(model, cfg):

@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 
 from nbajax import losses, training
-from nbajax.defenses.base import DefenseInputs, Plan
+from nbajax.defenses.base import (DefenseInputs, Plan, check_number,
+                                  check_value)
 from nbajax.models.common import BN_MOMENTUM
 
 
@@ -83,9 +84,9 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: t or a sweep value outside [0, 1].
   """
-  for t in (cfg.mcr.t, *cfg.mcr.sweep):
-    if not 0 <= float(t) <= 1:
-      raise ValueError(f'mcr.t and mcr.sweep must lie in [0, 1], got {t}')
+  check_number(cfg.mcr, 'mcr', 't', low=0.0, high=1.0)
+  for i, t in enumerate(cfg.mcr.sweep):
+    check_value(t, f'mcr.sweep[{i}]', low=0.0, high=1.0)
 
 
 def make_curve_loss(model):
