@@ -164,7 +164,7 @@ BAD_CONFIGS = [
     ('train', {'data.eval_split': 'val', 'data.val_fraction': 0.0},
      ['config.data.eval_split', 'val_fraction > 0']),
     ('defend', {'defense.name': 'anp', 'defense.anp.eps': 2.0},
-     ['config.defense.anp.eps must be in [0, 1]']),
+     ['config.defense.anp.eps must be a number in [0, 1]']),
     ('defend', {'defense.name': 'anp', 'defense.anp.prune_by': 'size'},
      ['config.defense.anp.prune_by', 'threshold']),
     ('defend', {'defense.name': 'mcr', 'defense.mcr.t': 1.5},
