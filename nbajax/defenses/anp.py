@@ -33,7 +33,8 @@ from flax import traverse_util
 
 from nbajax import losses, training
 from nbajax.defenses.base import (DefenseInputs, Plan, check_integer,
-                                  check_number, check_value)
+                                  check_number)
+from nbajax.errors import check_range
 
 PRUNE_BY = ('threshold', 'number')
 
@@ -112,7 +113,7 @@ def check(cfg: ml_collections.ConfigDict) -> None:
                      f'{c.prune_by!r}')
   check_integer(c, 'anp', 'number', low=0)
   for i, t in enumerate(c.sweep):
-    check_value(t, f'anp.sweep[{i}]', low=0.0, high=1.0)
+    check_range(t, f'anp.sweep[{i}]', low=0.0, high=1.0)
 
 
 def make_mask_step(model, cfg: ml_collections.ConfigDict, batch_stats: Any):

@@ -10,8 +10,6 @@ one module with a `plan` plus its line in `nbajax.defenses.DEFENSES`.
 
 import dataclasses
 import logging
-import math
-import numbers
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -21,6 +19,7 @@ import numpy as np
 
 from nbajax import models
 from nbajax.checkpoint import Checkpointer
+from nbajax.errors import check_range
 from nbajax.training import from_config
 
 _LOG = logging.getLogger(__name__)
@@ -91,40 +90,18 @@ class Plan:
   sweep_name: str = ''
 
 
-def check_value(value: Any, where: str, *, low: float,
-                low_open: bool = False, high: float | None = None,
-                integer: bool = False) -> None:
-  """The one range rule of the defenses' own fields (their `check`s).
-
-  Raises:
-    ValueError: '{where} must be a number >= low' (or '> low', 'in [low,
-      high]', '... an integer ...') unless `value` is a finite real (an
-      int when `integer`; never a bool) in that range.
-  """
-  kind = (numbers.Integral,) if integer else (numbers.Real,)
-  ok = (isinstance(value, kind) and not isinstance(value, bool)
-        and math.isfinite(value))
-  ok = ok and (value > low if low_open else value >= low)
-  ok = ok and (high is None or value <= high)
-  if not ok:
-    bound = (f'in {"(" if low_open else "["}{low:g}, {high:g}]'
-             if high is not None else f'{">" if low_open else ">="} {low:g}')
-    what = 'an integer' if integer else 'a number'
-    raise ValueError(f'{where} must be {what} {bound}, got {value!r}')
-
-
 def check_number(section: ml_collections.ConfigDict, prefix: str, name: str,
                  *, low: float, low_open: bool = False,
                  high: float | None = None) -> None:
-  """`check_value` of `section[name]`, named '{prefix}.{name}'."""
-  check_value(section[name], f'{prefix}.{name}', low=low, low_open=low_open,
+  """`errors.check_range` of `section[name]`, named '{prefix}.{name}'."""
+  check_range(section[name], f'{prefix}.{name}', low=low, low_open=low_open,
               high=high)
 
 
 def check_integer(section: ml_collections.ConfigDict, prefix: str, name: str,
                   *, low: int) -> None:
-  """`check_value` of an integer field `section[name]`."""
-  check_value(section[name], f'{prefix}.{name}', low=low, integer=True)
+  """`errors.check_range` of an int field `section[name]`."""
+  check_range(section[name], f'{prefix}.{name}', low=low, integer=True)
 
 
 def layer_betas(cfg: ml_collections.ConfigDict,

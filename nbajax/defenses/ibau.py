@@ -36,7 +36,7 @@ import numpy as np
 
 from nbajax import losses, training
 from nbajax.defenses.base import (DefenseInputs, Plan, check_integer,
-                                  check_number, check_value)
+                                  check_number)
 
 Loss = Callable[[Any, Any], jax.Array]
 
@@ -125,7 +125,7 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   for name in ('inner_lr', 'pert_lr'):
     check_number(c, 'ibau', name, low=0.0, low_open=True)
   check_number(c, 'ibau', 'reg', low=0.0)
-  check_value(c.portion, 'ibau.portion', low=0.0, low_open=True, high=1.0)
+  check_number(c, 'ibau', 'portion', low=0.0, low_open=True, high=1.0)
 
 
 def _model_fns(model, cfg):

@@ -24,8 +24,8 @@ import ml_collections
 import numpy as np
 
 from nbajax import losses, training
-from nbajax.defenses.base import (DefenseInputs, Plan, check_number,
-                                  check_value)
+from nbajax.defenses.base import DefenseInputs, Plan, check_number
+from nbajax.errors import check_range
 from nbajax.models.common import BN_MOMENTUM
 
 
@@ -86,7 +86,7 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   """
   check_number(cfg.mcr, 'mcr', 't', low=0.0, high=1.0)
   for i, t in enumerate(cfg.mcr.sweep):
-    check_value(t, f'mcr.sweep[{i}]', low=0.0, high=1.0)
+    check_range(t, f'mcr.sweep[{i}]', low=0.0, high=1.0)
 
 
 def make_curve_loss(model):

@@ -132,9 +132,10 @@ def _attack(config, workdir, fp) -> record.RunRecord:
                                  mode=a.mode)
   spec = attack_spec(config, result)
   eval_bs = int(config.eval_batch_size)
+  trained_with = derive.backdoor_config(config)  # attack.epochs applied.
   model, state, history, _ = model_runs.train_model(
-      derive.backdoor_config(config), workdir, dataset=dataset, x_train=result.x, y_train=result.y,
-      role='backdoored', fingerprint_=fp, extra_meta={'attack': spec},
+      trained_with, workdir, dataset=dataset, x_train=result.x,
+      y_train=result.y, role='backdoored', fingerprint_=fp, extra_meta={'attack': spec},
       eval_fn=evaluate.eval_callback(sets, batch_size=eval_bs))
   final = evaluate.evaluate(model.apply, state.variables, sets,
                             batch_size=eval_bs)
@@ -147,8 +148,7 @@ def _attack(config, workdir, fp) -> record.RunRecord:
       role='backdoored', attack=a.name, dataset=dataset.name,
       model=config.model.name, metrics=final,
       poisoned=int(len(result.indices)), history=history,
-      config=derive.to_dict(derive.backdoor_config(config)),
-      attack_spec=spec)
+      config=derive.to_dict(trained_with), attack_spec=spec)
 
 
 def attack_spec(config, result: poison.PoisonResult) -> dict[str, Any]:

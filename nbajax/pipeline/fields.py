@@ -7,14 +7,12 @@ an error, so the owning module's rule is stated once, there.
 """
 
 import contextlib
-import math
 from typing import Any, Iterator, Sequence
 
 import jax
 import ml_collections
-import numpy as np
 
-from nbajax.errors import UserError
+from nbajax.errors import UserError, check_range
 
 # Marks a field that has no default: missing, it is an error.
 REQUIRED = object()
@@ -44,43 +42,25 @@ def get(config, path: str, *, default: Any = REQUIRED) -> Any:
   return node
 
 
-def is_number(value: Any) -> bool:
-  return (isinstance(value, (int, float, np.integer, np.floating))
-          and not isinstance(value, bool) and math.isfinite(value))
-
-
 def is_sequence(value: Any) -> bool:
   return isinstance(value, (list, tuple))
 
 
-def number(config, path: str, *, low: float | None = None,
-           high: float | None = None, low_open: bool = False,
-           high_open: bool = False, default: Any = REQUIRED) -> float:
-  """A finite number in the range; the message shows the interval."""
+def number(config, path: str, *, low: float, high: float | None = None,
+           low_open: bool = False, high_open: bool = False,
+           default: Any = REQUIRED) -> float:
+  """A finite number in the range (`errors.check_range`); the message shows
+  the interval."""
   value = get(config, path, default=default)
-  ok = is_number(value)
-  if ok and low is not None:
-    ok = value > low if low_open else value >= low
-  if ok and high is not None:
-    ok = value < high if high_open else value <= high
-  if not ok:
-    interval = _interval(low, high, low_open, high_open)
-    raise UserError(f'config.{path} must be {interval}, got {value!r}')
+  check_range(value, f'config.{path}', low=low, low_open=low_open,
+              high=high, high_open=high_open, error=UserError)
   return float(value)
-
-
-def _interval(low, high, low_open, high_open) -> str:
-  if high is None:
-    return f'a number {">" if low_open else ">="} {low:g}'
-  return (f'a number in {"(" if low_open else "["}{low:g}, {high:g}'
-          f'{")" if high_open else "]"}')
 
 
 def integer(config, path: str, *, low: int, default: Any = REQUIRED) -> int:
   value = get(config, path, default=default)
-  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-      or value < low):
-    raise UserError(f'config.{path} must be an int >= {low}, got {value!r}')
+  check_range(value, f'config.{path}', low=low, integer=True,
+              error=UserError)
   return int(value)
 
 

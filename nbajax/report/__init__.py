@@ -53,7 +53,7 @@ def __getattr__(name):
 
 
 __all__ = ['CLEAN_ATTACK', 'DEFENSE_ORDER', 'METRICS', 'check_claim',
-           'csv_text', 'implant_rows', 'json_text', 'markdown_table', 'plot_acc_vs_asr',
-           'plot_attention_maps', 'plot_curves', 'plot_sweeps',
-           'results_markdown', 'split_sentence', 'validate_cells',
+           'csv_text', 'implant_rows', 'json_text', 'markdown_table',
+           'plot_acc_vs_asr', 'plot_attention_maps', 'plot_curves',
+           'plot_sweeps', 'results_markdown', 'split_sentence', 'validate_cells',
            'write_implant', 'write_results']
