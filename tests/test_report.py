@@ -525,11 +525,13 @@ class TransposedTableTest(absltest.TestCase):
 
 
 def _claim_cells(nba=(0.95, 0.05), nad=(0.955, 0.30), ft=(0.96, 0.50),
-                 extra=()):
+                 extra=(), seed=0):
   cells = []
   for attack in ('badnets', 'blend'):
-    cells += [_cell(attack, 'none', 0.96, 1.0), _cell(attack, 'nba', *nba),
-              _cell(attack, 'nad', *nad), _cell(attack, 'ft', *ft)]
+    cells += [_cell(attack, 'none', 0.96, 1.0, seed=seed),
+              _cell(attack, 'nba', *nba, seed=seed),
+              _cell(attack, 'nad', *nad, seed=seed),
+              _cell(attack, 'ft', *ft, seed=seed)]
   return cells + list(extra)
 
 
@@ -566,9 +568,74 @@ class CheckClaimTest(absltest.TestCase):
     self.assertIn('not checkable', check.lines[0])
 
   def test_results_md_has_the_claim_only_with_all_defenses(self):
-    self.assertIn('## The NBA claim\n\n**Claim holds**',
-                  report.results_markdown(_claim_cells()))
+    text = report.results_markdown(_claim_cells())
+    self.assertIn('## The NBA claim\n\n**Claim holds**', text)
+    self.assertIn('## The removal target\n\n**Target holds**', text)
     self.assertNotIn('NBA claim', report.results_markdown(_grid()))
+    self.assertNotIn('removal target', report.results_markdown(_grid()))
+
+  def test_one_seed_has_no_per_seed_lines(self):
+    check = report.check_claim(_claim_cells())
+    self.assertEqual(check.per_seed, {})
+    self.assertLen(check.lines, 3)
+
+  def test_each_seed_is_checked_alone_and_paired(self):
+    # Seed 0 beats both; seed 1 loses 2 points of ACC against FT. The mean
+    # (ACC 0.94 vs 0.955 for FT: 1.5 points) does not hold either.
+    cells = (_claim_cells(nba=(0.95, 0.05), seed=0) +
+             _claim_cells(nba=(0.93, 0.15), nad=(0.955, 0.40), seed=1))
+    check = report.check_claim(cells)
+    self.assertFalse(check.holds)
+    self.assertEqual(check.per_seed, {0: True, 1: False})
+    self.assertIn('on each seed alone: holds on 1 of 2', check.lines[3])
+    self.assertTrue(check.lines[4].startswith('- seed 0: holds (nba vs nad'))
+    self.assertTrue(check.lines[5].startswith('- seed 1: does not hold'))
+    # nba - nad ASR per seed: -25 and -25 points; extra ACC loss vs nad
+    # +0.5 and +2.5 points.
+    self.assertEqual(
+        check.lines[6], '- paired over 2 seeds, nba − nad: ASR -25.0 ± 0.0 '
+        'points, extra ACC loss +1.50 ± 1.41 points (mean ± std over seeds)')
+    self.assertIn('nba − ft: ASR -40.0 ± 7.1 points, extra ACC loss '
+                  '+2.00 ± 1.41', check.lines[7])
+
+  def test_seeds_some_defense_lacks_are_not_checked_alone(self):
+    cells = (_claim_cells(seed=0) + _claim_cells(seed=1)
+             + [_cell('badnets', 'nba', 0.95, 0.05, seed=2)])
+    self.assertEqual(set(report.check_claim(cells).per_seed), {0, 1})
+
+
+class CheckTargetTest(absltest.TestCase):
+
+  def test_half_of_each_baseline_and_five_percent_within_a_point_of_nad(self):
+    check = report.check_target(_claim_cells(nba=(0.95, 0.05),
+                                             nad=(0.955, 0.10)))
+    self.assertTrue(check.holds)
+    self.assertIn('mean ASR 5.0 vs 10.0 % (at most 5.0), extra ACC loss '
+                  '+0.50 points (allowed 1.00): met', check.lines[1])
+    # FT is compared on ASR only: 1 point more ACC than NBA is allowed.
+    self.assertEqual(check.lines[2],
+                     '- nba vs ft: mean ASR 5.0 vs 50.0 % (at most 25.0): met')
+
+  def test_each_condition_can_fail_it(self):
+    for nba, nad in (((0.95, 0.06), (0.955, 0.30)),   # above 5 %
+                     ((0.95, 0.05), (0.955, 0.09)),   # above half of NAD's
+                     ((0.94, 0.01), (0.955, 0.30))):  # 1.5 points below NAD
+      with self.subTest(nba=nba, nad=nad):
+        self.assertFalse(
+            report.check_target(_claim_cells(nba=nba, nad=nad)).holds)
+
+  def test_per_seed(self):
+    cells = (_claim_cells(nba=(0.95, 0.01), seed=0) +
+             _claim_cells(nba=(0.95, 0.08), seed=1))
+    check = report.check_target(cells)
+    # Mean ASR 4.5 % meets it; seed 1's 8 % alone does not.
+    self.assertTrue(check.holds)
+    self.assertEqual(check.per_seed, {0: True, 1: False})
+    self.assertTrue(check.lines[6].startswith('- seed 1: does not hold'))
+
+  def test_the_accuracy_baseline_must_be_a_baseline(self):
+    with self.assertRaisesRegex(ValueError, 'acc_baseline'):
+      report.check_target(_claim_cells(), acc_baseline='fp')
 
 
 if __name__ == '__main__':

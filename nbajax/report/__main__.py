@@ -4,7 +4,7 @@ Prints the ACC / ASR table to the terminal; with --outdir also writes
 results.json/.csv/.md there (and the plots with --plots). Several files
 (e.g. a grid's results.json and an ablation's JSON) are merged: a cell found
 in more than one with equal metrics is kept once; `--claim METHOD` checks
-the NBA claim for that defense against NAD and FT.
+the NBA claim and the removal target for that defense against NAD and FT.
 
   python -m nbajax.report runs/gtsrb/results.json runs/gtsrb/align_clean.json \
       --claim align_clean
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--plots', action='store_true',
                       help='with --outdir: also write the PNG figures')
   parser.add_argument('--claim', metavar='METHOD',
-                      help='check the NBA claim for this defense name')
+                      help='check the NBA claim and the removal target for this defense')
   args = parser.parse_args(argv)
   try:
     cells = merge_cells(args.results)
@@ -46,8 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       rundir.check_report_outdir(args.outdir, OUTPUTS)
     print(tables.markdown_table(cells, spread=args.spread))
     if args.claim:
-      print('\n' + '\n'.join(claim.check_claim(cells,
-                                                method=args.claim).lines))
+      for check in (claim.check_claim, claim.check_target):
+        print('\n' + '\n'.join(check(cells, method=args.claim).lines))
     if args.outdir:
       rundir.mark_report_outdir(args.outdir)
       with rundir.locked(args.outdir):

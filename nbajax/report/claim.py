@@ -1,38 +1,131 @@
-"""The NBA paper's claim, checked on result cells.
+"""The NBA paper's claim and the removal target, checked on result cells.
 
-Claim (issue #4, after the NBA abstract): the method leaves a lower mean
-ASR than each baseline (NAD and FT), at no more than `max_extra_acc_loss`
-more accuracy loss, means taken unweighted over the attacks every compared
-defense has. Only attacks whose backdoor is implanted count: an attack whose
-model before defense has ASR under `min_implanted_asr` cannot tell defenses
-apart (e.g. WaNet after too few epochs).
+Two bars, each checked on the means over seeds and, when the cells hold two
+or more seeds, on every seed alone and paired (the per-seed differences
+between the method and a baseline, mean ± std, and on how many seeds the
+bar is met):
+
+- **The claim** (`check_claim`, issue #4, after the NBA abstract): the
+  method leaves a lower mean ASR than each baseline (NAD and FT), at no
+  more than `max_extra_acc_loss` more accuracy loss than each.
+- **The target** (`check_target`, issue #14): the method's mean ASR is at
+  most half of each baseline's and at most 5 % absolute, at no more than 1
+  point of extra accuracy loss against NAD (FT, which keeps accuracy by
+  keeping the backdoor, is compared on ASR only).
+
+Means are unweighted over the attacks every compared defense has. Only
+attacks whose backdoor is implanted count: an attack whose model before
+defense has mean ASR under `min_implanted_asr` cannot tell defenses apart
+(e.g. WaNet after too few epochs).
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import dataclasses
 from typing import Any
+
+import numpy as np
 
 from nbajax.report import cells as cells_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class ClaimCheck:
-  """Outcome of `check_claim`.
+  """Outcome of `check_claim` or `check_target`.
 
   Attributes:
-    holds: True when every baseline is beaten; None when it cannot be
+    holds: True when the bar is met on the means; None when it cannot be
       checked (a defense missing on every implanted attack).
     attacks: the attacks the means are over.
-    lines: one line per baseline plus a verdict line (markdown).
+    lines: a verdict line, one line per baseline, then (with two or more
+      seeds) one line per seed and one paired line per baseline (markdown).
+    per_seed: seed -> whether the bar is met on that seed's cells alone;
+      empty with fewer than two seeds.
   """
   holds: bool | None
   attacks: tuple[str, ...]
   lines: tuple[str, ...]
+  per_seed: Mapping[Any, bool] = dataclasses.field(default_factory=dict)
 
 
-def _mean(groups, attacks, defense, key) -> float | None:
-  return cells_lib.mean_over_attacks(groups, attacks, defense, key,
-                                     spread='std').mean
+@dataclasses.dataclass(frozen=True)
+class _Means:
+  """Mean ASR and ACC over the attacks, per defense, of one set of cells."""
+  asr: Mapping[str, float]
+  acc: Mapping[str, float]
+
+
+# A bar: (means, method) -> (met, one line per baseline / condition).
+_Bar = Callable[[_Means, str], tuple[bool, list[str]]]
+
+
+def _means(cells, attacks, defenses) -> _Means | None:
+  groups = cells_lib.group_cells(cells)
+  asr, acc = {}, {}
+  for d in defenses:
+    for key, out in (('asr', asr), ('acc', acc)):
+      out[d] = cells_lib.mean_over_attacks(groups, attacks, d, key,
+                                           spread='std').mean
+      if out[d] is None:
+        return None
+  return _Means(asr, acc)
+
+
+def _implanted(cells, defenses, min_implanted_asr) -> tuple[str, ...]:
+  groups = cells_lib.group_cells(cells)
+  mean = lambda a, d, k: cells_lib.mean_over_attacks(
+      groups, [a], d, k, spread='std').mean
+  return tuple(
+      a for a in cells_lib.mean_attacks(cells_lib.attack_order(cells))
+      if (mean(a, 'none', 'asr') or 0.0) >= min_implanted_asr
+      and all(groups.get((a, d)) for d in defenses))
+
+
+def _common_seeds(cells, attacks, defenses) -> list[Any]:
+  """Seeds every (attack, defense) compared has, in first-seen order."""
+  groups = cells_lib.group_cells(cells)
+  have = [{c.get('seed') for c in groups.get((a, d), [])}
+          for a in attacks for d in ('none', *defenses)]
+  return [s for s in cells_lib.seeds_of(cells)
+          if s is not None and all(s in h for h in have)]
+
+
+def _check(cells, *, name: str, rule: str, method: str,
+           baselines: Sequence[str], bar: _Bar,
+           min_implanted_asr: float) -> ClaimCheck:
+  cells = cells_lib.validate_cells(cells)
+  defenses = (method, *baselines)
+  attacks = _implanted(cells, defenses, min_implanted_asr)
+  if not attacks:
+    return ClaimCheck(None, (), (
+        f'{name} not checkable: no attack with ASR ≥ '
+        f'{100 * min_implanted_asr:.0f} % before defense has all of '
+        f'{", ".join(defenses)}.',))
+  holds, lines = bar(_means(cells, attacks, defenses), method)
+  verdict = (f'**{name} {"holds" if holds else "does not hold"}** '
+             f'({rule}), over {len(attacks)} implanted attacks: '
+             f'{", ".join(attacks)}.')
+  seeds = _common_seeds(cells, attacks, defenses)
+  if len(seeds) < 2:
+    return ClaimCheck(holds, attacks, (verdict, *lines))
+  per_seed, seed_means, seed_lines = {}, {}, []
+  for seed in seeds:
+    means = _means([c for c in cells if c.get('seed') == seed], attacks,
+                   defenses)
+    met, parts = bar(means, method)
+    per_seed[seed], seed_means[seed] = met, means
+    seed_lines.append(f'- seed {seed}: {"holds" if met else "does not hold"}'
+                      f' ({"; ".join(p.removeprefix("- ") for p in parts)})')
+  lines += [f'- on each seed alone: holds on {sum(per_seed.values())} of '
+            f'{len(seeds)}', *seed_lines]
+  for b in baselines:
+    d_asr = [100 * (m.asr[method] - m.asr[b]) for m in seed_means.values()]
+    d_acc = [100 * (m.acc[b] - m.acc[method]) for m in seed_means.values()]
+    lines.append(
+        f'- paired over {len(seeds)} seeds, {method} − {b}: ASR '
+        f'{np.mean(d_asr):+.1f} ± {np.std(d_asr, ddof=1):.1f} points, '
+        f'extra ACC loss {np.mean(d_acc):+.2f} ± '
+        f'{np.std(d_acc, ddof=1):.2f} points (mean ± std over seeds)')
+  return ClaimCheck(holds, attacks, (verdict, *lines), per_seed)
 
 
 def check_claim(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
@@ -57,33 +150,81 @@ def check_claim(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
   Raises:
     ValueError: as `nbajax.report.cells.validate_cells`.
   """
-  cells = cells_lib.validate_cells(cells)
-  groups = cells_lib.group_cells(cells)
-  defenses = (method, *baselines)
-  attacks = tuple(
-      a for a in cells_lib.mean_attacks(cells_lib.attack_order(cells))
-      if (_mean(groups, [a], 'none', 'asr') or 0.0) >= min_implanted_asr
-      and all(groups.get((a, d)) for d in defenses))
-  if not attacks:
-    return ClaimCheck(None, (), (
-        f'Claim not checkable: no attack with ASR ≥ '
-        f'{100 * min_implanted_asr:.0f} % before defense has all of '
-        f'{", ".join(defenses)}.',))
-  m_asr, m_acc = (_mean(groups, attacks, method, k) for k in ('asr', 'acc'))
-  lines, holds = [], True
-  for b in baselines:
-    b_asr, b_acc = (_mean(groups, attacks, b, k) for k in ('asr', 'acc'))
-    extra = b_acc - m_acc
-    ok = m_asr < b_asr and extra <= max_extra_acc_loss + 1e-12
-    holds = holds and ok
-    lines.append(
-        f'- {method} vs {b}: mean ASR {100 * m_asr:.1f} vs '
-        f'{100 * b_asr:.1f} %, extra ACC loss {100 * extra:+.2f} points '
-        f'(allowed {100 * max_extra_acc_loss:.2f}): '
-        f'{"beaten" if ok else "not beaten"}')
-  verdict = (f'**Claim {"holds" if holds else "does not hold"}** '
-             f'({method} leaves a lower mean ASR than '
-             f'{" and ".join(baselines)} at ≤ '
-             f'{100 * max_extra_acc_loss:g} point extra ACC loss), over '
-             f'{len(attacks)} implanted attacks: {", ".join(attacks)}.')
-  return ClaimCheck(holds, attacks, (verdict, *lines))
+  def bar(m: _Means, method: str) -> tuple[bool, list[str]]:
+    lines, holds = [], True
+    for b in baselines:
+      extra = m.acc[b] - m.acc[method]
+      ok = m.asr[method] < m.asr[b] and extra <= max_extra_acc_loss + 1e-12
+      holds = holds and ok
+      lines.append(
+          f'- {method} vs {b}: mean ASR {100 * m.asr[method]:.1f} vs '
+          f'{100 * m.asr[b]:.1f} %, extra ACC loss {100 * extra:+.2f} points '
+          f'(allowed {100 * max_extra_acc_loss:.2f}): '
+          f'{"beaten" if ok else "not beaten"}')
+    return holds, lines
+
+  rule = (f'{method} leaves a lower mean ASR than {" and ".join(baselines)} '
+          f'at ≤ {100 * max_extra_acc_loss:g} point extra ACC loss')
+  return _check(cells, name='Claim', rule=rule, method=method,
+                baselines=baselines, bar=bar,
+                min_implanted_asr=min_implanted_asr)
+
+
+def check_target(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
+                 baselines: Sequence[str] = ('nad', 'ft'),
+                 asr_ratio: float = 0.5, max_asr: float = 0.05,
+                 acc_baseline: str = 'nad',
+                 max_extra_acc_loss: float = 0.01,
+                 min_implanted_asr: float = 0.5) -> ClaimCheck:
+  """Checks "mean ASR <= half of each baseline's and <= 5 %, ACC within 1
+  point of NAD's".
+
+  Args:
+    cells: result cells (see `nbajax.report`), with 'none' cells.
+    method: the defense the target is about.
+    baselines: the defenses whose mean ASR it must cut by `asr_ratio`.
+    asr_ratio: the method's mean ASR may be at most this times a
+      baseline's.
+    max_asr: and at most this fraction absolute.
+    acc_baseline: the baseline whose accuracy it must keep (must be one of
+      `baselines`).
+    max_extra_acc_loss: fraction of accuracy it may lose beyond
+      `acc_baseline`.
+    min_implanted_asr: as in `check_claim`.
+
+  Returns:
+    A `ClaimCheck`.
+
+  Raises:
+    ValueError: `acc_baseline` not among `baselines`; as
+      `nbajax.report.cells.validate_cells`.
+  """
+  if acc_baseline not in baselines:
+    raise ValueError(f'acc_baseline {acc_baseline!r} is not one of the '
+                     f'baselines {tuple(baselines)}')
+
+  def bar(m: _Means, method: str) -> tuple[bool, list[str]]:
+    lines, holds = [], True
+    for b in baselines:
+      ok = m.asr[method] <= asr_ratio * m.asr[b] + 1e-12
+      line = (f'- {method} vs {b}: mean ASR {100 * m.asr[method]:.1f} vs '
+              f'{100 * m.asr[b]:.1f} % (at most {100 * asr_ratio * m.asr[b]:.1f})')
+      if b == acc_baseline:
+        extra = m.acc[b] - m.acc[method]
+        ok = ok and extra <= max_extra_acc_loss + 1e-12
+        line += (f', extra ACC loss {100 * extra:+.2f} points (allowed '
+                 f'{100 * max_extra_acc_loss:.2f})')
+      holds = holds and ok
+      lines.append(f'{line}: {"met" if ok else "not met"}')
+    ok = m.asr[method] <= max_asr + 1e-12
+    lines.append(f'- {method} mean ASR {100 * m.asr[method]:.1f} % (at most '
+                 f'{100 * max_asr:g}): {"met" if ok else "not met"}')
+    return holds and ok, lines
+
+  rule = (f'{method}\'s mean ASR ≤ {asr_ratio:g} x that of '
+          f'{" and ".join(baselines)} and ≤ {100 * max_asr:g} %, at ≤ '
+          f'{100 * max_extra_acc_loss:g} point extra ACC loss against '
+          f'{acc_baseline}')
+  return _check(cells, name='Target', rule=rule, method=method,
+                baselines=baselines, bar=bar,
+                min_implanted_asr=min_implanted_asr)

@@ -96,7 +96,9 @@ def results_markdown(cells: Iterable[Mapping[str, Any]], *, title: str = '',
                         f', seed {seed}', spread=spread)
   present = set(cells_lib.defense_order(cells))
   if {'none', 'nba', 'nad', 'ft'} <= present:
-    lines += ['## The NBA claim', '', *claim.check_claim(cells).lines, '']
+    lines += ['## The NBA claim', '', *claim.check_claim(cells).lines, '',
+              '## The removal target', '', *claim.check_target(cells).lines,
+              '']
   return '\n'.join(lines) + '\n' + LEGEND
 
 
