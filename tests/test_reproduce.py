@@ -1,11 +1,13 @@
 """The grid job: --only parsing, and kill -9 midway + restart == one run."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -48,6 +50,26 @@ def _cells(workdir):
     cells = json.load(f)
   return {(c['attack'], c['defense']): {k: c[k] for k in (
       'acc', 'acc_nontarget', 'asr', 'ra', 'der')} for c in cells}
+
+
+def test_progress_lines_name_the_cell_and_estimate_from_computed_cells(
+    caplog, monkeypatch):
+  clock = iter([100.0, 100.0, 160.0, 400.0])
+  # Only the module's clock: logging keeps the real one.
+  monkeypatch.setattr(reproduce, 'time',
+                      types.SimpleNamespace(time=lambda: next(clock)))
+  caplog.set_level(logging.INFO, logger='nbajax')
+  progress = reproduce.Progress(3, label='ablation')
+  progress.begin('seed 0 | badnets | ft')
+  progress.end(60.0)
+  progress.begin('seed 0 | badnets | nad')
+  progress.end(None)  # A reused cell: not counted in the estimate.
+  progress.begin('seed 0 | blend | ft')
+  assert caplog.messages == [
+      '[ablation 1/3] seed 0 | badnets | ft | elapsed 0h00m00s | ETA unknown',
+      '[ablation 2/3] seed 0 | badnets | nad | elapsed 0h01m00s | ETA '
+      '0h02m00s',
+      '[ablation 3/3] seed 0 | blend | ft | elapsed 0h05m00s | ETA 0h01m00s']
 
 
 def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):

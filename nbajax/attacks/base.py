@@ -18,7 +18,7 @@ Seeded arrays are drawn with `numpy.random.RandomState`, whose streams NumPy
 keeps frozen across versions, so a seed means the same trigger on every
 machine and library version.
 
-Only jax and numpy are imported here (no Flax, no config).
+Only jax, numpy and `nbajax.errors` are imported here (no Flax, no config).
 """
 
 import dataclasses
@@ -28,6 +28,8 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nbajax import errors
 
 # clean_fn(x_float[B,H,W,C]) -> (logits[B,K], {name: feature[B,h,w,c]}),
 # an eval-mode closure over a clean (or any) model.
@@ -142,11 +144,10 @@ def check_images(x: jax.Array, name: str) -> tuple[int, int, int, int]:
 
 def check_fraction(value: float, what: str, *, low: float = 0.0,
                    high: float = 1.0) -> float:
-  """Returns float(value) if low <= value <= high, else raises ValueError."""
-  value = float(value)
-  if not low <= value <= high:
-    raise ValueError(f'{what} must be in [{low}, {high}], got {value}')
-  return value
+  """Returns float(value) if it is a real in [low, high], else raises
+  ValueError (the project's one range rule, `errors.check_range`)."""
+  errors.check_range(value, what, low=low, high=high)
+  return float(value)
 
 
 def check_choice(value: str, what: str, allowed: Sequence[str]) -> str:

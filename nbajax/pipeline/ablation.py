@@ -198,4 +198,5 @@ def write_ablation_report(cells: list[dict[str, Any]], workdir: str, *,
   atomic.write_text_atomic(f'{path}.json', report.json_text(cells))
   report.plot_acc_vs_asr(cells, f'{path}.png', title=title)
   _LOG.info('\n' + table)
-  _LOG.info(f'ablation report in {workdir}: {name}.md, {name}.json, {name}.png')
+  _LOG.info('ablation report in %s: %s.md, %s.json, %s.png', workdir, name,
+            name, name)

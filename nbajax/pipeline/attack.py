@@ -29,7 +29,7 @@ def clean_model_fn(config, workdir: str, dataset) -> Callable:
   """Eval-mode closure of a clean model: restored or trained in workdir."""
   given = config.attack.clean_model_dir
   source = given or os.path.join(workdir, 'clean')
-  _LOG.info(f'clean model for {config.attack.name}: {source}')
+  _LOG.info('clean model for %s: %s', config.attack.name, source)
   if given:
     done = rundir.job_results(given)
     if done is not None and done['fingerprint'] != common.training_fingerprint(

@@ -141,7 +141,8 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool, label: str,
           'checkpoints are gone (ANP runs before nbajax saved their model '
           'left none); pass --overwrite to run it again, or, in a grid, '
           'remove that directory')
-    _LOG.info(f'{workdir} already holds this finished {label} run; reusing it')
+    _LOG.info('%s already holds this finished %s run; reusing it', workdir,
+              label)
     return done
   if overwrite:
     removed = rundir.remove_own(workdir, teachers=teachers)
@@ -150,7 +151,7 @@ def reuse_or_start(workdir: str, fp: str, *, overwrite: bool, label: str,
         os.remove(os.path.join(workdir, RESULTS_FILE))
       removed.append(os.path.join(workdir, RESULTS_FILE))
     for path in removed:
-      _LOG.info(f'--overwrite: removed {path}')
+      _LOG.info('--overwrite: removed %s', path)
     # The other processes of a multi-process run go on once it is gone.
     atomic.barrier(f'overwrite {workdir}')
   return None

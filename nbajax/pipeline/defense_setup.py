@@ -170,7 +170,7 @@ class DefenseSetup:
             f'another backdoored model (fingerprint {done["fingerprint"]}, '
             f'needed {fp}); choose another --teacher_dir')
       ckpt = Checkpointer(os.path.join(teacher_dir, 'checkpoints'))
-      _LOG.info(f'reusing the teacher in {teacher_dir}')
+      _LOG.info('reusing the teacher in %s', teacher_dir)
       return jax.device_get(
           common.restore_variables_of(ckpt, self.model, self.dataset))
     t0 = time.time()

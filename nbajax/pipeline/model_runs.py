@@ -107,8 +107,8 @@ def _clean_model(config, workdir, fp) -> record.RunRecord:
   _, _, history, meta = train_model(
       config, workdir, dataset=dataset, x_train=dataset.x_train,
       y_train=dataset.y_train, role='clean', fingerprint_=fp, eval_fn=eval_fn)
-  _LOG.info(f'test accuracy {100 * history[-1]["test_acc"]:.2f}%; results in '
-            f'{workdir}')
+  _LOG.info('test accuracy %.2f%%; results in %s',
+            100 * history[-1]['test_acc'], workdir)
   return record.RunRecord(
       role='clean', dataset=dataset.name, model=config.model.name,
       metrics={'test_acc': history[-1]['test_acc']}, epochs=len(history),

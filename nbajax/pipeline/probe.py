@@ -131,9 +131,10 @@ def probe_pseudo_samples(config: ml_collections.ConfigDict, *,
       rows.append({'eps': float(e), 'steps': int(k), 'mode': nba.mode,
                    'images': int(n), 'student_target': s_hits / n,
                    'teacher_target': t_hits / n, 'distance': dist / n})
-      _LOG.info(f'eps {255 * e:.0f}/255 K {k}: student -> target '
-                f'{100 * rows[-1]["student_target"]:.1f} %, teacher -> target '
-                f'{100 * rows[-1]["teacher_target"]:.1f} %')
+      _LOG.info('eps %.0f/255 K %d: student -> target %.1f %%, teacher -> '
+                'target %.1f %%', 255 * e, k,
+                100 * rows[-1]['student_target'],
+                100 * rows[-1]['teacher_target'])
   if workdir:
     _write(rows, workdir, attack=setup.spec['attack']['name'])
   _LOG.info('\n' + probe_table(rows))

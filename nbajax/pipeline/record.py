@@ -117,6 +117,6 @@ def run_once(workdir: str, *, fingerprint: str, label: str, overwrite: bool,
     results = record.to_json()
     atomic.write_json(os.path.join(workdir, rundir.RESULTS_FILE), results)
     atomic.barrier(f'wrote {workdir}')  # The others read it from here on.
-    _LOG.info(f'{label} run finished in {record.wall_seconds:.0f}s; results in '
-              f'{workdir}')
+    _LOG.info('%s run finished in %.0fs; results in %s', label,
+              record.wall_seconds, workdir)
     return results

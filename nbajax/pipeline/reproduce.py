@@ -88,8 +88,9 @@ class Progress:
     if self.computed_seconds:
       left = self.total - self.done
       eta = _hms(left * float(np.mean(self.computed_seconds)))
-    _LOG.info(f'[{self.label} {self.done + 1}/{self.total}] {label} | elapsed '
-              f'{_hms(time.time() - self.start)} | ETA {eta}')
+    _LOG.info('[%s %d/%d] %s | elapsed %s | ETA %s', self.label,
+              self.done + 1, self.total, label,
+              _hms(time.time() - self.start), eta)
 
   def end(self, seconds: float | None) -> None:
     self.done += 1
@@ -252,7 +253,7 @@ def attention_figure(config, workdir: str, cells) -> None:
     cfg = derive.cell_config(config, attack=attack, seed=seed, workdir=workdir)
     setup = defense_setup.DefenseSetup(cfg, os.path.join(base, 'backdoor'))
   except (FileNotFoundError, ValueError) as e:
-    _LOG.info(f'attention maps skipped: {e}')
+    _LOG.info('attention maps skipped: %s', e)
     return
   # The first triggered test image and its clean original.
   images = {'clean': setup.sets.x_test[setup.sets.trig_index[0]],
@@ -278,4 +279,4 @@ def attention_figure(config, workdir: str, cells) -> None:
   path = os.path.join(workdir, f'attention_{attack}.png')
   report.plot_attention_maps(maps, path, images=row_images,
                              title=f'Attention maps, {attack} (seed {seed})')
-  _LOG.info(f'attention maps in {path}')
+  _LOG.info('attention maps in %s', path)
