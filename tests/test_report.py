@@ -327,6 +327,56 @@ class MergeCliTest(_TestCase):
     self.assertIn('no such results file', err)
 
 
+  def test_compare_passes_on_the_same_cells_and_names_each_difference(self):
+    cells = _claim_cells()
+    reference = self._write('ref.json', cells)
+    code, out, _ = self._run(self._write('same.json', cells), '--compare',
+                             reference)
+    self.assertEqual(code, 0)
+    self.assertIn('all 8 reference cells reproduced', out)
+    moved = [dict(c, asr=0.06) if c['defense'] == 'nba' else c
+             for c in cells if c['attack'] != 'blend' or c['defense'] != 'ft']
+    code, out, _ = self._run(self._write('moved.json', moved), '--compare',
+                             reference)
+    self.assertEqual(code, 1)
+    self.assertIn('- badnets / nba, seed 0: asr 6.00 (reference 5.00)', out)
+    self.assertIn('- blend / ft, seed 0: missing', out)
+    self.assertIn('3 of 8 reference cells not reproduced', out)
+    # One point of tolerance covers the moved ASR, not the missing cell.
+    code, out, _ = self._run(self._write('moved2.json', moved), '--compare',
+                             reference, '--tolerance', '1')
+    self.assertEqual(code, 1)
+    self.assertIn('1 of 8 reference cells not reproduced', out)
+
+  def test_compare_refuses_a_bad_tolerance_or_reference(self):
+    path = self._write('a.json', _claim_cells())
+    code, _, err = self._run(path, '--compare', path, '--tolerance', '-1')
+    self.assertEqual(code, 2)
+    self.assertIn('--tolerance must be in [0, 100) points, got -1', err)
+    code, _, err = self._run(path, '--compare', '/nonexistent/ref.json')
+    self.assertEqual(code, 2)
+    self.assertIn('/nonexistent/ref.json: no such results file', err)
+
+
+class CompareCellsTest(absltest.TestCase):
+
+  def test_missing_metrics_and_extra_cells(self):
+    ref = [_cell('badnets', 'none', 0.96, 1.0, der=None)]
+    new = [_cell('badnets', 'none', 0.96, 1.0, der=0.5),
+           _cell('badnets', 'nba', 0.95, 0.0)]
+    differences, extra = report.compare_cells(new, ref)
+    self.assertEqual(differences,
+                     ['badnets / none, seed 0: der 50.00 (reference —)'])
+    self.assertEqual(extra, ['badnets / nba, seed 0: not in the reference'])
+    self.assertEqual(report.compare_cells(new, ref, metrics=('acc', 'asr')),
+                     ([], extra))
+
+  def test_duplicate_cells_are_refused(self):
+    cell = _cell('badnets', 'none', 0.96, 1.0)
+    with self.assertRaisesRegex(ValueError, 'reference: cell 1 .* '
+                                'duplicate of cell 0'):
+      report.compare_cells([cell], [cell, cell])
+
 class PlotTest(_TestCase):
 
   def setUp(self):

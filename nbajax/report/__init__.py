@@ -21,7 +21,8 @@ A result *cell* is one evaluated model (one attack x defense x seed)::
 Entry points: `write_results`, `markdown_table`, `check_claim` and
 `check_target` (the NBA claim and the removal target), `plot_acc_vs_asr`,
 `plot_curves`, `plot_sweeps`, `plot_attention_maps`, `write_implant` (how
-well each attack implanted).
+well each attack implanted), `compare_cells` (does a run reproduce a
+published one).
 Plotting modules load matplotlib on first use, so table-only users never
 import it.
 """
@@ -29,6 +30,7 @@ import it.
 from nbajax.report.cells import CLEAN_ATTACK
 from nbajax.report.claim import check_claim
 from nbajax.report.claim import check_target
+from nbajax.report.compare import compare_cells
 from nbajax.report.cells import DEFENSE_ORDER
 from nbajax.report.cells import METRICS
 from nbajax.report.cells import validate_cells
@@ -55,7 +57,7 @@ def __getattr__(name):
 
 
 __all__ = ['CLEAN_ATTACK', 'DEFENSE_ORDER', 'METRICS', 'check_claim',
-           'check_target', 'csv_text', 'implant_rows', 'json_text', 'markdown_table',
+           'check_target', 'compare_cells', 'csv_text', 'implant_rows', 'json_text', 'markdown_table',
            'plot_acc_vs_asr', 'plot_attention_maps', 'plot_curves',
            'plot_sweeps', 'results_markdown', 'split_sentence', 'validate_cells',
            'write_implant', 'write_results']

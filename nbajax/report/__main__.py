@@ -8,6 +8,13 @@ the NBA claim and the removal target for that defense against NAD and FT.
 
   python -m nbajax.report runs/gtsrb/results.json runs/gtsrb/align_clean.json \
       --claim align_clean
+
+`--compare REFERENCE` checks that the results reproduce a published run
+(`nbajax.report.compare`): every reference cell present with equal metrics
+(within `--tolerance` points); exit 1 when not, 2 for a bad input:
+
+  python -m nbajax.report runs/reproduce_digits/results.json \
+      --compare docs/digits/results.json
 """
 
 import argparse
@@ -19,6 +26,7 @@ from nbajax import rundir
 from nbajax.errors import UserError
 from nbajax.report import cells as cells_lib
 from nbajax.report import claim
+from nbajax.report import compare
 from nbajax.report import files
 from nbajax.report import tables
 
@@ -38,7 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--plots', action='store_true',
                       help='with --outdir: also write the PNG figures')
   parser.add_argument('--claim', metavar='METHOD',
-                      help='check the NBA claim and the removal target for this defense')
+                      help='check the NBA claim and the removal target for '
+                      'this defense')
+  parser.add_argument('--compare', metavar='REFERENCE',
+                      help='a published results.json: list the cells the '
+                      'results do not reproduce; exit 1 if any')
+  parser.add_argument('--tolerance', type=float, default=0.0,
+                      help='with --compare: largest absolute difference of a '
+                      'metric counted as equal, in points (default 0)')
   args = parser.parse_args(argv)
   try:
     cells = merge_cells(args.results)
@@ -55,9 +70,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells, args.outdir, title=args.title, spread=args.spread,
             seeds_aggregate=not args.per_seed, plots=args.plots)
       print('\n'.join(f'wrote {p}' for p in paths.values()))
+    if args.compare:
+      return _compare(cells, args.compare, args.tolerance)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  return 0
+
+
+def _compare(cells: list[dict], reference_path: str, tolerance: float) -> int:
+  """Prints how `cells` differ from the reference file's; 1 if they do."""
+  if not 0 <= tolerance < 100:
+    raise UserError(f'--tolerance must be in [0, 100) points, got '
+                    f'{tolerance:g}')
+  reference = merge_cells([reference_path])
+  differences, extra = compare.compare_cells(cells, reference,
+                                             tolerance=tolerance / 100)
+  print(f'\nCompared with {reference_path} ({len(reference)} cells, '
+        f'tolerance {tolerance:g} points):')
+  for line in differences + extra:
+    print(f'- {line}')
+  if differences:
+    print(f'{len(differences)} of {len(reference)} reference cells not '
+          'reproduced')
+    return 1
+  print(f'all {len(reference)} reference cells reproduced')
   return 0
 
 
