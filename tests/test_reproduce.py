@@ -119,3 +119,60 @@ def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):
   assert meta['config']['defense']['name'] == 'fp'
   for name in ('results.md', 'results.csv', 'acc_vs_asr.png', 'implant.md'):
     assert (cut / name).stat().st_size > 0
+
+
+def test_defense_seeds_defend_one_model_per_seed_and_reuse_its_own(tmp_path):
+  from experiments.configs import digits
+  from nbajax.pipeline import defend, derive
+  config = digits.get_config()
+  config.grid.attacks = ('badnets',)
+  config.grid.defenses = ('ft',)
+  config.grid.attention_maps = False
+  config.train.epochs = 1
+  config.defense.epochs = 1
+  config.grid.defense_seeds = (0, 1)
+  grid = tmp_path / 'grid'
+  cells = reproduce.run_grid(config, str(grid))
+  assert [(c['defense'], c['seed']) for c in cells] == [
+      ('none', 0), ('ft', '0/0'), ('ft', '0/1')]
+  base = grid / 'seed0' / 'badnets'
+  assert sorted(p.name for p in base.iterdir()
+                if not p.name.startswith('teacher')) == [
+                    'backdoor', 'ft', 'ft-dseed1']
+  ft1 = json.loads((base / 'ft-dseed1' / 'results.json').read_text())
+  ft0 = json.loads((base / 'ft' / 'results.json').read_text())
+  assert ft1['clean_subset']['seed'] == 1
+  assert (ft1['clean_subset']['indices_sha256'] !=
+          ft0['clean_subset']['indices_sha256'])
+
+  # Defense seed 1 is `experiments.defend` with seed and clean_seed 1 on the
+  # same backdoored model.
+  alone = derive.defense_seed_config(
+      derive.cell_config(config, attack='badnets', seed=0,
+                         workdir=str(grid)), 1)
+  alone.defense.name = 'ft'
+  res = defend.run_defense(alone, str(tmp_path / 'alone'),
+                           backdoor_dir=str(base / 'backdoor'))
+  assert res['after'] == ft1['after']
+  assert res['fingerprint'] == ft1['fingerprint']
+
+  # Without defense seeds the grid is the d = s run: reused, same numbers.
+  config.grid.defense_seeds = ()
+  stamp = (base / 'ft' / 'results.json').stat().st_mtime_ns
+  again = reproduce.run_grid(config, str(grid))
+  assert [(c['defense'], c['seed']) for c in again] == [('none', 0),
+                                                        ('ft', 0)]
+  assert (base / 'ft' / 'results.json').stat().st_mtime_ns == stamp
+  metric = lambda c: {k: c[k] for k in ('acc', 'asr', 'ra', 'der')}
+  assert metric(again[1]) == metric(cells[1])
+
+
+@pytest.mark.parametrize('value', [(0, 0), (-1,), (0.5,), (True,)])
+def test_bad_defense_seeds_are_named(value, tmp_path):
+  from experiments.configs import digits
+  from nbajax.errors import UserError
+  config = digits.get_config()
+  config.grid.defense_seeds = value
+  with pytest.raises(UserError, match='config.grid.defense_seeds must be a '
+                     'list of distinct ints'):
+    reproduce.run_grid(config, str(tmp_path / 'grid'))

@@ -161,6 +161,11 @@ def get_config() -> ml_collections.ConfigDict:
                     'wanet')
   c.grid.defenses = ('ft', 'fp', 'nad', 'nba', 'mcr', 'anp', 'ibau')
   c.grid.seeds = (0,)
+  # Defense seeds (clean subset, teacher, the defense's own randomness) for
+  # every backdoored model: each model seed's model is defended once per
+  # defense seed, cells labelled '<seed>/<defense seed>'. Empty: once, with
+  # the model's seed (cells labelled '<seed>').
+  c.grid.defense_seeds = ()
   c.grid.attention_maps = True
   # Per-attack changes of the attack fields, e.g. {'sig': {'rate': 0.5,
   # 'params': {'delta': 0.1}}}.

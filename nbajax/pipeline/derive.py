@@ -5,6 +5,7 @@ config checks alike (none of them imports another job for it):
 
 * `attack_params`: the attack's parameters (`params` + `params_json`);
 * `cell_config`: the config of one grid cell (attack, seed, overrides);
+* `defense_seed_config`: a cell's config for one defense seed;
 * `backdoor_config`, `backdoor_attack_fields`: what the backdoored model
   trains with (`attack.epochs`), and the attack fields its fingerprint
   hashes;
@@ -82,6 +83,18 @@ def cell_config(config: ml_collections.ConfigDict, *, attack: str,
         raise UserError(f'grid.attack_overrides.{attack}.{key} is not an '
                         f'attack field; fields: {sorted(c.attack.keys())}')
       c.attack[key] = value
+  return c
+
+
+def defense_seed_config(cell: ml_collections.ConfigDict, defense_seed: int
+                        ) -> ml_collections.ConfigDict:
+  """A cell's config for one defense seed: the defense's randomness
+  (`seed`) and its clean subset (`defense.clean_seed`) from `defense_seed`;
+  the backdoored model stays the cell's. With the cell's own seed it is the
+  cell's config unchanged."""
+  c = cell.copy_and_resolve_references()
+  c.seed = defense_seed
+  c.defense.clean_seed = defense_seed
   return c
 
 

@@ -8,7 +8,16 @@ write the report. Layout of a grid workdir:
     workdir/seed<s>/clean/                   clean model (trojan, cl)
     workdir/seed<s>/<attack>/backdoor/       attack run (+ teacher-<fp>/)
     workdir/seed<s>/<attack>/<defense>/      defense run
+    workdir/seed<s>/<attack>/<defense>-dseed<d>/   with defense seed d != s
     workdir/results.{json,csv,md}, *.png     the report
+
+With `config.grid.defense_seeds` (e.g. (0, 1, 2)) every backdoored model
+is defended once per defense seed d (its clean subset, teacher and the
+defense's randomness drawn from d; `derive.defense_seed_config`), and the
+defense cells are labelled with the seed '<s>/<d>', so the report's mean ±
+spread is over models and defense seeds together, and the claim check pairs
+defenses of one model and defense seed. The run with d = s is the one
+without defense seeds (same directory, reused).
 
 Killed at any point and started again with the same arguments, every
 finished run is reused (each writes its results.json atomically, last) and
@@ -147,7 +156,9 @@ def _run_grid(config, workdir, only_sets):
           for d in ('none',) + tuple(g.defenses)
           if selected(only_sets, seed=s, attack=a)
           and (d == 'none' or selected(only_sets, defense=d))]
-  progress = Progress(len(plan))
+  runs_per_defense = len(g.defense_seeds) or 1
+  progress = Progress(sum(1 if d == 'none' else runs_per_defense
+                          for _, _, d in plan))
   cells: list[dict[str, Any]] = []
   for seed in seeds:
     for attack in g.attacks:
@@ -174,19 +185,38 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress):
     cells.append(result_cell(bd, attack=attack, defense='none', seed=seed,
                              split=cfg.data.eval_split))
   setup = None
-  for name in [d for d in defenses if d != 'none']:
-    dcfg = cfg.copy_and_resolve_references()
-    dcfg.defense.name = name
-    progress.begin(f'{label} | {name}')
-    dwork = os.path.join(base, name)
-    if setup is None and not finished(dwork):
-      setup = defense_setup.DefenseSetup(dcfg, backdoor_dir)
-    res, seconds = run_timed(dwork, defend_job.run_defense, dcfg, dwork,
-                              backdoor_dir=backdoor_dir, setup=setup)
-    progress.end(seconds)
-    cells.append(result_cell(res, attack=attack, defense=name, seed=seed,
-                             split=cfg.data.eval_split))
+  for dseed, cell_seed in defense_seeds(config.grid, seed):
+    seeded = derive.defense_seed_config(cfg, dseed)
+    for name in [d for d in defenses if d != 'none']:
+      dcfg = seeded.copy_and_resolve_references()
+      dcfg.defense.name = name
+      progress.begin(f'{label} | {name}' +
+                     (f' | defense seed {dseed}' if cell_seed != seed else ''))
+      dwork = os.path.join(base, defense_dirname(name, seed=seed,
+                                                 defense_seed=dseed))
+      if not finished(dwork) and (setup is None or not setup.serves(dcfg)):
+        setup = defense_setup.DefenseSetup(dcfg, backdoor_dir)
+      res, seconds = run_timed(dwork, defend_job.run_defense, dcfg, dwork,
+                                backdoor_dir=backdoor_dir, setup=setup)
+      progress.end(seconds)
+      cells.append(result_cell(res, attack=attack, defense=name,
+                               seed=cell_seed, split=cfg.data.eval_split))
   return cells
+
+
+def defense_seeds(grid: ml_collections.ConfigDict, seed: int
+                  ) -> list[tuple[int, Any]]:
+  """(defense seed, cell seed label) of model seed `seed`'s defense runs:
+  [(seed, seed)] without `grid.defense_seeds`, else (d, '<seed>/<d>') for
+  each d."""
+  if not len(grid.defense_seeds):
+    return [(seed, seed)]
+  return [(int(d), f'{seed}/{int(d)}') for d in grid.defense_seeds]
+
+
+def defense_dirname(name: str, *, seed: int, defense_seed: int) -> str:
+  """A defense run's directory inside `seed<seed>/<attack>/`."""
+  return name if defense_seed == seed else f'{name}-dseed{defense_seed}'
 
 
 def finished(workdir: str) -> bool:
@@ -195,8 +225,9 @@ def finished(workdir: str) -> bool:
 
 
 def result_cell(results: dict[str, Any], *, attack: str, defense: str,
-                seed: int, split: str = 'test') -> dict[str, Any]:
-  """The report cell (see `nbajax.report`) of a job's results dict."""
+                seed: Any, split: str = 'test') -> dict[str, Any]:
+  """The report cell (see `nbajax.report`) of a job's results dict
+  (`seed`: the model seed, or '<seed>/<defense seed>')."""
   run = record.RunRecord.from_json(results)
   history = [{k: v for k, v in h.items() if isinstance(v, (int, float))}
              for h in run.history]
@@ -232,9 +263,10 @@ def write_report(config, workdir: str, cells: list[dict[str, Any]]) -> None:
 
 def clean_accuracies(workdir: str, cells) -> dict[Any, float]:
   """seed -> ACC of the grid's clean model of that seed (trained for trojan
-  and cl, on the grid's split); seeds without one are absent."""
+  and cl, on the grid's split); seeds without one are absent. The model
+  seeds are those of the backdoored models' ('none') cells."""
   out = {}
-  for seed in sorted({c['seed'] for c in cells}):
+  for seed in sorted({c['seed'] for c in cells if c['defense'] == 'none'}):
     done = rundir.job_results(os.path.join(workdir, f'seed{seed}', 'clean'))
     acc = record.RunRecord.from_json(done).metrics.get('test_acc') \
         if done else None

@@ -237,6 +237,13 @@ def _check_grid(config) -> None:
       for s in seeds):
     raise UserError(f'config.grid.seeds must be a non-empty list of ints '
                     f'>= 0, got {seeds!r}')
+  dseeds = fields.get(config, 'grid.defense_seeds')
+  if not fields.is_sequence(dseeds) or len(set(dseeds)) != len(dseeds) or (
+      not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+              and s >= 0 for s in dseeds)):
+    raise UserError(f'config.grid.defense_seeds must be a list of distinct '
+                    f'ints >= 0 (empty: each model defended with its own '
+                    f'seed), got {dseeds!r}')
   overrides = fields.get(config, 'grid.attack_overrides')
   for key in overrides.keys():
     if key not in attacks.ATTACK_NAMES:

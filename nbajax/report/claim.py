@@ -81,10 +81,12 @@ def _implanted(cells, defenses, min_implanted_asr) -> tuple[str, ...]:
 
 
 def _common_seeds(cells, attacks, defenses) -> list[Any]:
-  """Seeds every (attack, defense) compared has, in first-seen order."""
+  """Seeds every (attack, compared defense) has, in first-seen order (the
+  models before defense may be labelled otherwise: a grid with defense
+  seeds labels its defense cells '<seed>/<defense seed>')."""
   groups = cells_lib.group_cells(cells)
   have = [{c.get('seed') for c in groups.get((a, d), [])}
-          for a in attacks for d in ('none', *defenses)]
+          for a in attacks for d in defenses]
   return [s for s in cells_lib.seeds_of(cells)
           if s is not None and all(s in h for h in have)]
 
