@@ -97,6 +97,20 @@ class TestVariantDir:
                                     str(tmp_path), 'ablation', 'eps8',
                                     'seed0', 'badnets')
 
+  def test_a_defense_seed_other_than_the_model_s_gets_its_own_dirs(
+      self, tmp_path):
+    cfg = derive.defense_seed_config(_cell_config(tmp_path), 2)
+    full = ablation.variant_config(cfg, 'full')
+    eps8 = ablation.variant_config(cfg, 'eps8')
+    assert ablation.variant_dir(
+        str(tmp_path), cfg, full, variant='full', seed=0, attack='badnets',
+        defense_seed=2) == os.path.join(str(tmp_path), 'seed0', 'badnets',
+                                        'nba-dseed2')
+    assert ablation.variant_dir(
+        str(tmp_path), cfg, eps8, variant='eps8', seed=0, attack='badnets',
+        defense_seed=2) == os.path.join(str(tmp_path), 'ablation', 'eps8',
+                                        'seed0-dseed2', 'badnets')
+
 
 TINY = ['--config.train.epochs=1', '--config.defense.epochs=1',
         '--config.defense.teacher.epochs=1',
@@ -145,3 +159,18 @@ def test_ablate_cli_runs_reuses_and_reports(tmp_path):
   bad = _ablate(tmp_path, '--only=variant=nope')
   assert bad.returncode == 2
   assert "this run has no variant 'nope'" in bad.stderr
+
+  # Defense seeds: seed 0's runs are the ones above (reused), seed 1's new.
+  seeded = _ablate(tmp_path, '--config.ablation.defense_seeds=(0,1)',
+                   '--config.ablation.report=seeded')
+  assert seeded.returncode == 0, seeded.stderr[-3000:]
+  assert own_cell.read_bytes() == before
+  with open(tmp_path / 'seeded.json') as f:
+    assert [(c['defense'], c['seed']) for c in json.load(f)] == [
+        ('none', 0), ('full', '0/0'), ('full', '0/1'),
+        ('random_noise', '0/0'), ('random_noise', '0/1')]
+  with open(tmp_path / 'ablation' / 'random_noise' / 'seed0-dseed1' /
+            'badnets' / 'results.json') as f:
+    assert json.load(f)['clean_subset']['seed'] == 1
+  assert (tmp_path / 'seed0' / 'badnets' / 'nba-dseed1' /
+          'results.json').exists()

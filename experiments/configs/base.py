@@ -177,6 +177,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.ablation = ml_collections.ConfigDict()
   c.ablation.attacks = ('badnets', 'blend')
   c.ablation.seeds = (0,)
+  c.ablation.defense_seeds = ()  # As grid.defense_seeds.
   c.ablation.run = ABLATION_ORDER
   c.ablation.variants = ml_collections.ConfigDict(ablation_variants())
   c.ablation.report = 'ablation'  # Report files: <report>.{md,json,png}.

@@ -5,8 +5,9 @@ NBA's default (configs/base.py) was chosen on digits' validation split
 on the validation split only (the test set is not read): the backdoored
 models of gtsrb_implant.py (the gtsrb config with the changes that make
 its attacks implant), FT and NAD beside NBA's default and the digits
-runner-up, and NBA's two controls (gamma = 0: no pseudo-sample alignment;
-steps = 0: random noise instead of PGD):
+runner-up, NBA's two controls (gamma = 0: no pseudo-sample alignment;
+steps = 0: random noise instead of PGD) and I-BAU at its published
+defaults:
 
   python -m experiments.ablate --config experiments/configs/gtsrb_nba_sweep.py \
       --workdir runs/gtsrb_val
@@ -42,6 +43,9 @@ VARIANTS = {
     # Controls of the default.
     'control_g0_l4_step16': {'name': 'nba', 'nba': {'gamma': 0.0}},
     'control_noise_g03_l4_step16': {'name': 'nba', 'nba': {'steps': 0}},
+    # Adversarial unlearning without distillation, at its published
+    # defaults: does NBA add anything beyond it here?
+    'ibau': {'name': 'ibau'},
 }
 
 

@@ -9,12 +9,16 @@ changes. Layout, inside a grid workdir (see `nbajax.pipeline.reproduce`):
 
     workdir/seed<s>/<attack>/backdoor/               shared with the grid
     workdir/ablation/<variant>/seed<s>/<attack>/     one variant's run
+    workdir/ablation/<variant>/seed<s>-dseed<d>/<attack>/   defense seed d
     workdir/<report>.{json,md,png}                   the report
                                    (`config.ablation.report`, 'ablation')
 
 A variant whose defense config equals the grid's config of that defense
 (e.g. 'nba' with no changes) is the grid's cell: it reuses (or fills)
-`workdir/seed<s>/<attack>/<defense>/`. Resumable like the grid.
+`workdir/seed<s>/<attack>/<defense>/`. With `config.ablation.defense_seeds`
+each variant runs once per defense seed, as the grid's
+`grid.defense_seeds` (cells '<seed>/<defense seed>'). Resumable like the
+grid.
 """
 
 import logging
@@ -98,14 +102,22 @@ def report_name(ablation_cfg: ml_collections.ConfigDict) -> str:
 
 def variant_dir(workdir: str, cell_config: ml_collections.ConfigDict,
                 vcfg: ml_collections.ConfigDict, *, variant: str, seed: int,
-                attack: str) -> str:
+                attack: str, defense_seed: int | None = None) -> str:
   """The grid's defense dir when the variant is that grid cell, else its own.
+
+  `cell_config` is the cell's config for `defense_seed` (default: `seed`,
+  the model's own; see `derive.defense_seed_config`).
   """
+  dseed = seed if defense_seed is None else defense_seed
   grid = cell_config.copy_and_resolve_references()
   grid.defense.name = vcfg.defense.name
   if derive.to_dict(grid.defense) == derive.to_dict(vcfg.defense):
-    return os.path.join(workdir, f'seed{seed}', attack, vcfg.defense.name)
-  return os.path.join(workdir, 'ablation', variant, f'seed{seed}', attack)
+    return os.path.join(workdir, f'seed{seed}', attack,
+                        reproduce.defense_dirname(vcfg.defense.name,
+                                                  seed=seed,
+                                                  defense_seed=dseed))
+  seed_dir = f'seed{seed}' if dseed == seed else f'seed{seed}-dseed{dseed}'
+  return os.path.join(workdir, 'ablation', variant, seed_dir, attack)
 
 
 def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
@@ -127,6 +139,7 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,
     UserError: for a bad config, variant or filter.
   """
   validate.validate_config(config, job='grid')
+  validate.check_defense_seeds(config, 'ablation')
   a = config.ablation
   only_sets = reproduce.parse_only(only, keys=ONLY_KEYS, allowed={
       'attack': tuple(a.attacks), 'variant': tuple(a.run),
@@ -148,33 +161,36 @@ def _run_ablation(config, workdir, only, only_sets):
     raise UserError(f'--only {only!r} selects no ablation cell of seeds '
                     f'{tuple(a.seeds)}, attacks {tuple(a.attacks)}, '
                     f'variants {tuple(a.run)}')
+  plan = [(s, att, v, dseed, label) for s, att, v in plan
+          for dseed, label in reproduce.defense_seeds(a.defense_seeds, s)]
   progress = reproduce.Progress(len(plan), label='ablation')
   cells, backdoors = [], set()
-  setups: dict[tuple[int, str], defense_setup.DefenseSetup] = {}
-  for seed, attack, variant in plan:
-    cfg = derive.cell_config(config, attack=attack, seed=seed,
-                                workdir=workdir)
+  setups: dict[tuple[int, str, int], defense_setup.DefenseSetup] = {}
+  for seed, attack, variant, dseed, cell_seed in plan:
+    model_cfg = derive.cell_config(config, attack=attack, seed=seed,
+                                   workdir=workdir)
+    cfg = derive.defense_seed_config(model_cfg, dseed)
     backdoor_dir = os.path.join(workdir, f'seed{seed}', attack, 'backdoor')
-    progress.begin(f'seed {seed} | {attack} | {variant}')
+    progress.begin(f'seed {cell_seed} | {attack} | {variant}')
     if (seed, attack) not in backdoors:  # The 'none' row: before defense.
       backdoors.add((seed, attack))
-      bd = attack_job.run_attack(cfg, backdoor_dir)
+      bd = attack_job.run_attack(model_cfg, backdoor_dir)
       cells.append(reproduce.result_cell(bd, attack=attack, defense='none',
                                          seed=seed,
                                          split=cfg.data.eval_split))
       cells[-1]['variant'] = {}
     vcfg = variant_config(cfg, variant)
     vdir = variant_dir(workdir, cfg, vcfg, variant=variant, seed=seed,
-                       attack=attack)
-    if not reproduce.finished(vdir) and (seed, attack) not in setups:
-      setups[(seed, attack)] = defense_setup.DefenseSetup(vcfg,
-                                                            backdoor_dir)
+                       attack=attack, defense_seed=dseed)
+    key = (seed, attack, dseed)
+    if not reproduce.finished(vdir) and key not in setups:
+      setups[key] = defense_setup.DefenseSetup(vcfg, backdoor_dir)
     res, seconds = reproduce.run_timed(
         vdir, defend_job.run_defense, vcfg, vdir, backdoor_dir=backdoor_dir,
-        setup=setups.get((seed, attack)))
+        setup=setups.get(key))
     progress.end(seconds)
     cell = reproduce.result_cell(res, attack=attack, defense=variant,
-                                 seed=seed, split=cfg.data.eval_split)
+                                 seed=cell_seed, split=cfg.data.eval_split)
     cell['variant'] = derive.to_dict(a.variants[variant])
     cells.append(cell)
   write_ablation_report(cells, workdir, name=name,

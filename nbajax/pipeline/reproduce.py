@@ -185,7 +185,7 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress):
     cells.append(result_cell(bd, attack=attack, defense='none', seed=seed,
                              split=cfg.data.eval_split))
   setup = None
-  for dseed, cell_seed in defense_seeds(config.grid, seed):
+  for dseed, cell_seed in defense_seeds(config.grid.defense_seeds, seed):
     seeded = derive.defense_seed_config(cfg, dseed)
     for name in [d for d in defenses if d != 'none']:
       dcfg = seeded.copy_and_resolve_references()
@@ -204,14 +204,13 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress):
   return cells
 
 
-def defense_seeds(grid: ml_collections.ConfigDict, seed: int
-                  ) -> list[tuple[int, Any]]:
+def defense_seeds(dseeds, seed: int) -> list[tuple[int, Any]]:
   """(defense seed, cell seed label) of model seed `seed`'s defense runs:
-  [(seed, seed)] without `grid.defense_seeds`, else (d, '<seed>/<d>') for
-  each d."""
-  if not len(grid.defense_seeds):
+  [(seed, seed)] without defense seeds `dseeds` (`grid.defense_seeds`,
+  `ablation.defense_seeds`), else (d, '<seed>/<d>') for each d."""
+  if not len(dseeds):
     return [(seed, seed)]
-  return [(int(d), f'{seed}/{int(d)}') for d in grid.defense_seeds]
+  return [(int(d), f'{seed}/{int(d)}') for d in dseeds]
 
 
 def defense_dirname(name: str, *, seed: int, defense_seed: int) -> str:

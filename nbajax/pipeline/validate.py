@@ -226,6 +226,18 @@ def _check_nba(config) -> None:
     raise UserError(f'{e} (with config.{s}.optimizer applied)') from e
 
 
+def check_defense_seeds(config, section: str) -> None:
+  """`config.<section>.defense_seeds` ('grid' or 'ablation'): distinct
+  ints >= 0, possibly none."""
+  dseeds = fields.get(config, f'{section}.defense_seeds')
+  if not fields.is_sequence(dseeds) or len(set(dseeds)) != len(dseeds) or (
+      not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+              and s >= 0 for s in dseeds)):
+    raise UserError(f'config.{section}.defense_seeds must be a list of '
+                    f'distinct ints >= 0 (empty: each model defended with '
+                    f'its own seed), got {dseeds!r}')
+
+
 def _check_grid(config) -> None:
   attack_names = fields.names(config, 'grid.attacks', attacks.ATTACK_NAMES,
                               allow_empty=False)
@@ -237,13 +249,7 @@ def _check_grid(config) -> None:
       for s in seeds):
     raise UserError(f'config.grid.seeds must be a non-empty list of ints '
                     f'>= 0, got {seeds!r}')
-  dseeds = fields.get(config, 'grid.defense_seeds')
-  if not fields.is_sequence(dseeds) or len(set(dseeds)) != len(dseeds) or (
-      not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-              and s >= 0 for s in dseeds)):
-    raise UserError(f'config.grid.defense_seeds must be a list of distinct '
-                    f'ints >= 0 (empty: each model defended with its own '
-                    f'seed), got {dseeds!r}')
+  check_defense_seeds(config, 'grid')
   overrides = fields.get(config, 'grid.attack_overrides')
   for key in overrides.keys():
     if key not in attacks.ATTACK_NAMES:
