@@ -130,6 +130,7 @@ def test_defense_seeds_defend_one_model_per_seed_and_reuse_its_own(tmp_path):
   config.grid.attention_maps = False
   config.train.epochs = 1
   config.defense.epochs = 1
+  config.defense.teacher.epochs = 1
   config.grid.defense_seeds = (0, 1)
   grid = tmp_path / 'grid'
   cells = reproduce.run_grid(config, str(grid))
