@@ -113,11 +113,13 @@ def variant_dir(workdir: str, cell_config: ml_collections.ConfigDict,
   grid.defense.name = vcfg.defense.name
   if derive.to_dict(grid.defense) == derive.to_dict(vcfg.defense):
     return os.path.join(workdir, f'seed{seed}', attack,
-                        reproduce.defense_dirname(vcfg.defense.name,
-                                                  seed=seed,
-                                                  defense_seed=dseed))
-  seed_dir = f'seed{seed}' if dseed == seed else f'seed{seed}-dseed{dseed}'
-  return os.path.join(workdir, 'ablation', variant, seed_dir, attack)
+                        reproduce.with_defense_seed(vcfg.defense.name,
+                                                    seed=seed,
+                                                    defense_seed=dseed))
+  return os.path.join(workdir, 'ablation', variant,
+                      reproduce.with_defense_seed(f'seed{seed}', seed=seed,
+                                                  defense_seed=dseed),
+                      attack)
 
 
 def run_ablation(config: ml_collections.ConfigDict, workdir: str, *,

@@ -192,8 +192,8 @@ def _attack_cells(config, workdir, *, seed, attack, defenses, progress):
       dcfg.defense.name = name
       progress.begin(f'{label} | {name}' +
                      (f' | defense seed {dseed}' if cell_seed != seed else ''))
-      dwork = os.path.join(base, defense_dirname(name, seed=seed,
-                                                 defense_seed=dseed))
+      dwork = os.path.join(base, with_defense_seed(name, seed=seed,
+                                                   defense_seed=dseed))
       if not finished(dwork) and (setup is None or not setup.serves(dcfg)):
         setup = defense_setup.DefenseSetup(dcfg, backdoor_dir)
       res, seconds = run_timed(dwork, defend_job.run_defense, dcfg, dwork,
@@ -213,8 +213,10 @@ def defense_seeds(dseeds, seed: int) -> list[tuple[int, Any]]:
   return [(int(d), f'{seed}/{int(d)}') for d in dseeds]
 
 
-def defense_dirname(name: str, *, seed: int, defense_seed: int) -> str:
-  """A defense run's directory inside `seed<seed>/<attack>/`."""
+def with_defense_seed(name: str, *, seed: int, defense_seed: int) -> str:
+  """A directory name of model seed `seed`'s runs for one defense seed:
+  `name` itself for the model's own seed, else `name-dseed<d>` (a grid's
+  `<defense>` dir, an ablation's `seed<s>` dir)."""
   return name if defense_seed == seed else f'{name}-dseed{defense_seed}'
 
 

@@ -226,13 +226,18 @@ def _check_nba(config) -> None:
     raise UserError(f'{e} (with config.{s}.optimizer applied)') from e
 
 
+def _seed_list(value) -> bool:
+  """A list or tuple of ints >= 0 (no bools), possibly empty."""
+  return fields.is_sequence(value) and all(
+      isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
+      for s in value)
+
+
 def check_defense_seeds(config, section: str) -> None:
   """`config.<section>.defense_seeds` ('grid' or 'ablation'): distinct
   ints >= 0, possibly none."""
   dseeds = fields.get(config, f'{section}.defense_seeds')
-  if not fields.is_sequence(dseeds) or len(set(dseeds)) != len(dseeds) or (
-      not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-              and s >= 0 for s in dseeds)):
+  if not _seed_list(dseeds) or len(set(dseeds)) != len(dseeds):
     raise UserError(f'config.{section}.defense_seeds must be a list of '
                     f'distinct ints >= 0 (empty: each model defended with '
                     f'its own seed), got {dseeds!r}')
@@ -244,9 +249,7 @@ def _check_grid(config) -> None:
   defense_names = fields.names(config, 'grid.defenses',
                                defenses.DEFENSE_NAMES, allow_empty=True)
   seeds = fields.get(config, 'grid.seeds')
-  if not fields.is_sequence(seeds) or not seeds or not all(
-      isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
-      for s in seeds):
+  if not _seed_list(seeds) or not seeds:
     raise UserError(f'config.grid.seeds must be a non-empty list of ints '
                     f'>= 0, got {seeds!r}')
   check_defense_seeds(config, 'grid')
