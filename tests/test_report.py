@@ -352,10 +352,16 @@ class MergeCliTest(_TestCase):
     path = self._write('a.json', _claim_cells())
     code, _, err = self._run(path, '--compare', path, '--tolerance', '-1')
     self.assertEqual(code, 2)
-    self.assertIn('--tolerance must be in [0, 100) points, got -1', err)
-    code, _, err = self._run(path, '--compare', '/nonexistent/ref.json')
+    self.assertIn('--tolerance (points) must be a number in [0, 100), got '
+                  '-1.0', err)
+    outdir = os.path.join(self._tempdir(), 'out')
+    code, out, err = self._run(path, '--compare', '/nonexistent/ref.json',
+                               '--outdir', outdir)
     self.assertEqual(code, 2)
     self.assertIn('/nonexistent/ref.json: no such results file', err)
+    # Refused before any output: no table printed, no folder made.
+    self.assertEqual(out, '')
+    self.assertFalse(os.path.exists(outdir))
 
 
 class CompareCellsTest(absltest.TestCase):

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from nbajax import rundir
-from nbajax.errors import UserError
+from nbajax.errors import UserError, check_range
 from nbajax.report import cells as cells_lib
 from nbajax.report import claim
 from nbajax.report import compare
@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     cells = merge_cells(args.results)
+    if args.compare:  # Read and checked before any output, as the outdir.
+      check_range(args.tolerance, '--tolerance (points)', low=0.0,
+                  high=100.0, high_open=True, error=UserError)
+      reference = merge_cells([args.compare])
     if args.outdir:  # Before any output: a refused outdir changes nothing.
       rundir.check_report_outdir(args.outdir, OUTPUTS)
     print(tables.markdown_table(cells, spread=args.spread))
@@ -71,19 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             seeds_aggregate=not args.per_seed, plots=args.plots)
       print('\n'.join(f'wrote {p}' for p in paths.values()))
     if args.compare:
-      return _compare(cells, args.compare, args.tolerance)
+      return _compare(cells, reference, args.compare, args.tolerance)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0
 
 
-def _compare(cells: list[dict], reference_path: str, tolerance: float) -> int:
+def _compare(cells: list[dict], reference: list[dict], reference_path: str,
+             tolerance: float) -> int:
   """Prints how `cells` differ from the reference file's; 1 if they do."""
-  if not 0 <= tolerance < 100:
-    raise UserError(f'--tolerance must be in [0, 100) points, got '
-                    f'{tolerance:g}')
-  reference = merge_cells([reference_path])
   differences, extra = compare.compare_cells(cells, reference,
                                              tolerance=tolerance / 100)
   print(f'\nCompared with {reference_path} ({len(reference)} cells, '

@@ -58,8 +58,8 @@ class _Means:
 _Bar = Callable[[_Means, str], tuple[bool, list[str]]]
 
 
-def _means(cells, attacks, defenses) -> _Means | None:
-  groups = cells_lib.group_cells(cells)
+def _means(groups, attacks, defenses) -> _Means | None:
+  """Means over `attacks` of grouped cells (`cells.group_cells`)."""
   asr, acc = {}, {}
   for d in defenses:
     for key, out in (('asr', asr), ('acc', acc)):
@@ -70,8 +70,8 @@ def _means(cells, attacks, defenses) -> _Means | None:
   return _Means(asr, acc)
 
 
-def _implanted(cells, defenses, min_implanted_asr) -> tuple[str, ...]:
-  groups = cells_lib.group_cells(cells)
+def _implanted(cells, groups, defenses,
+               min_implanted_asr) -> tuple[str, ...]:
   mean = lambda a, d, k: cells_lib.mean_over_attacks(
       groups, [a], d, k, spread='std').mean
   return tuple(
@@ -80,11 +80,10 @@ def _implanted(cells, defenses, min_implanted_asr) -> tuple[str, ...]:
       and all(groups.get((a, d)) for d in defenses))
 
 
-def _common_seeds(cells, attacks, defenses) -> list[Any]:
+def _common_seeds(cells, groups, attacks, defenses) -> list[Any]:
   """Seeds every (attack, compared defense) has, in first-seen order (the
   models before defense may be labelled otherwise: a grid with defense
   seeds labels its defense cells '<seed>/<defense seed>')."""
-  groups = cells_lib.group_cells(cells)
   have = [{c.get('seed') for c in groups.get((a, d), [])}
           for a in attacks for d in defenses]
   return [s for s in cells_lib.seeds_of(cells)
@@ -95,24 +94,25 @@ def _check(cells, *, name: str, rule: str, method: str,
            baselines: Sequence[str], bar: _Bar,
            min_implanted_asr: float) -> ClaimCheck:
   cells = cells_lib.validate_cells(cells)
+  groups = cells_lib.group_cells(cells)
   defenses = (method, *baselines)
-  attacks = _implanted(cells, defenses, min_implanted_asr)
+  attacks = _implanted(cells, groups, defenses, min_implanted_asr)
   if not attacks:
     return ClaimCheck(None, (), (
         f'{name} not checkable: no attack with ASR ≥ '
         f'{100 * min_implanted_asr:.0f} % before defense has all of '
         f'{", ".join(defenses)}.',))
-  holds, lines = bar(_means(cells, attacks, defenses), method)
+  holds, lines = bar(_means(groups, attacks, defenses), method)
   verdict = (f'**{name} {"holds" if holds else "does not hold"}** '
              f'({rule}), over {len(attacks)} implanted attacks: '
              f'{", ".join(attacks)}.')
-  seeds = _common_seeds(cells, attacks, defenses)
+  seeds = _common_seeds(cells, groups, attacks, defenses)
   if len(seeds) < 2:
     return ClaimCheck(holds, attacks, (verdict, *lines))
   per_seed, seed_means, seed_lines = {}, {}, []
   for seed in seeds:
-    means = _means([c for c in cells if c.get('seed') == seed], attacks,
-                   defenses)
+    means = _means(cells_lib.group_cells(
+        c for c in cells if c.get('seed') == seed), attacks, defenses)
     met, parts = bar(means, method)
     per_seed[seed], seed_means[seed] = met, means
     seed_lines.append(f'- seed {seed}: {"holds" if met else "does not hold"}'

@@ -11,6 +11,7 @@ results are listed but do not count as differences.
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from nbajax.errors import check_range
 from nbajax.report import cells as cells_lib
 
 Key = tuple[Any, Any, Any]
@@ -49,8 +50,7 @@ def compare_cells(cells: Iterable[Mapping[str, Any]],
     ValueError: invalid cells (as `validate_cells`, which also refuses two
       cells of one (attack, defense, seed)), or a negative tolerance.
   """
-  if not tolerance >= 0:
-    raise ValueError(f'tolerance must be >= 0, got {tolerance!r}')
+  check_range(tolerance, 'tolerance', low=0.0)
   new = _by_key(cells, 'results')
   ref = _by_key(reference, 'reference')
   differences = []
