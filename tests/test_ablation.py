@@ -64,6 +64,15 @@ class TestVariantConfig:
       ablation.variant_config(cfg, 'bad')
 
 
+def test_a_model_s_setup_is_held_until_its_last_run():
+  plan = [(0, 'badnets', 'full', 0, '0/0'), (0, 'badnets', 'full', 1, '0/1'),
+          (0, 'badnets', 'noise', 0, '0/0'), (0, 'badnets', 'noise', 1, '0/1'),
+          (0, 'blend', 'full', 0, '0/0'), (1, 'badnets', 'full', 1, '1/1')]
+  assert ablation.last_uses(plan) == {
+      (0, 'badnets', 0): 2, (0, 'badnets', 1): 3, (0, 'blend', 0): 4,
+      (1, 'badnets', 1): 5}
+
+
 class TestReportName:
 
   @pytest.mark.parametrize('name', ['', '../x', 'a/b', '.hidden'])

@@ -654,6 +654,24 @@ class CheckClaimTest(absltest.TestCase):
     self.assertIn('nba − ft: ASR -40.0 ± 7.1 points, extra ACC loss '
                   '+2.00 ± 1.41', check.lines[7])
 
+  def test_a_cell_without_its_metric_makes_it_not_checkable(self):
+    cells = _claim_cells()
+    next(c for c in cells if c['defense'] == 'nba')['acc'] = float('nan')
+    check = report.check_claim(cells)
+    self.assertIsNone(check.holds)
+    self.assertIn('not checkable: a mean ACC or ASR of nba, nad, ft',
+                  check.lines[0])
+
+  def test_a_seed_without_a_metric_is_named_and_not_paired(self):
+    cells = _claim_cells(seed=0) + _claim_cells(seed=1)
+    next(c for c in cells
+         if c['defense'] == 'nba' and c['seed'] == 1)['asr'] = None
+    check = report.check_claim(cells)
+    self.assertEqual(check.per_seed, {0: True})
+    self.assertIn('- seed 1: not checkable (a cell without ACC or ASR)',
+                  check.lines)
+    self.assertFalse(any('paired' in line for line in check.lines))
+
   def test_seeds_some_defense_lacks_are_not_checked_alone(self):
     cells = (_claim_cells(seed=0) + _claim_cells(seed=1)
              + [_cell('badnets', 'nba', 0.95, 0.05, seed=2)])

@@ -168,7 +168,8 @@ def _run_ablation(config, workdir, only, only_sets):
   progress = reproduce.Progress(len(plan), label='ablation')
   cells, backdoors = [], set()
   setups: dict[tuple[int, str, int], defense_setup.DefenseSetup] = {}
-  for seed, attack, variant, dseed, cell_seed in plan:
+  last = last_uses(plan)
+  for i, (seed, attack, variant, dseed, cell_seed) in enumerate(plan):
     model_cfg = derive.cell_config(config, attack=attack, seed=seed,
                                    workdir=workdir)
     cfg = derive.defense_seed_config(model_cfg, dseed)
@@ -190,6 +191,8 @@ def _run_ablation(config, workdir, only, only_sets):
     res, seconds = reproduce.run_timed(
         vdir, defend_job.run_defense, vcfg, vdir, backdoor_dir=backdoor_dir,
         setup=setups.get(key))
+    if last[key] == i:  # Its data set and evaluation sets are not needed.
+      setups.pop(key, None)
     progress.end(seconds)
     cell = reproduce.result_cell(res, attack=attack, defense=variant,
                                  seed=cell_seed, split=cfg.data.eval_split)
@@ -199,6 +202,14 @@ def _run_ablation(config, workdir, only, only_sets):
                         title=(f'Ablation {name!r}, {config.data.name} / '
                                f'{config.model.name}'))
   return cells
+
+
+def last_uses(plan) -> dict[tuple[int, str, int], int]:
+  """(seed, attack, defense seed) -> index of the last run of `plan`
+  ((seed, attack, variant, defense seed, label) tuples) that needs that
+  model's defense setup, so the ablation holds one only while needed."""
+  return {(seed, attack, dseed): i
+          for i, (seed, attack, _, dseed, _) in enumerate(plan)}
 
 
 def write_ablation_report(cells: list[dict[str, Any]], workdir: str, *,

@@ -102,7 +102,12 @@ def _check(cells, *, name: str, rule: str, method: str,
         f'{name} not checkable: no attack with ASR ≥ '
         f'{100 * min_implanted_asr:.0f} % before defense has all of '
         f'{", ".join(defenses)}.',))
-  holds, lines = bar(_means(groups, attacks, defenses), method)
+  means = _means(groups, attacks, defenses)
+  if means is None:
+    return ClaimCheck(None, attacks, (
+        f'{name} not checkable: a mean ACC or ASR of {", ".join(defenses)} '
+        f'over {", ".join(attacks)} is missing (a cell without the metric).',))
+  holds, lines = bar(means, method)
   verdict = (f'**{name} {"holds" if holds else "does not hold"}** '
              f'({rule}), over {len(attacks)} implanted attacks: '
              f'{", ".join(attacks)}.')
@@ -113,17 +118,23 @@ def _check(cells, *, name: str, rule: str, method: str,
   for seed in seeds:
     means = _means(cells_lib.group_cells(
         c for c in cells if c.get('seed') == seed), attacks, defenses)
+    if means is None:
+      seed_lines.append(f'- seed {seed}: not checkable (a cell without ACC '
+                        'or ASR)')
+      continue
     met, parts = bar(means, method)
     per_seed[seed], seed_means[seed] = met, means
     seed_lines.append(f'- seed {seed}: {"holds" if met else "does not hold"}'
                       f' ({"; ".join(p.removeprefix("- ") for p in parts)})')
   lines += [f'- on each seed alone: holds on {sum(per_seed.values())} of '
             f'{len(seeds)}', *seed_lines]
+  if len(seed_means) < 2:  # No pairs to take a spread over.
+    return ClaimCheck(holds, attacks, (verdict, *lines), per_seed)
   for b in baselines:
     d_asr = [100 * (m.asr[method] - m.asr[b]) for m in seed_means.values()]
     d_acc = [100 * (m.acc[b] - m.acc[method]) for m in seed_means.values()]
     lines.append(
-        f'- paired over {len(seeds)} seeds, {method} − {b}: ASR '
+        f'- paired over {len(seed_means)} seeds, {method} − {b}: ASR '
         f'{np.mean(d_asr):+.1f} ± {np.std(d_asr, ddof=1):.1f} points, '
         f'extra ACC loss {np.mean(d_acc):+.2f} ± '
         f'{np.std(d_acc, ddof=1):.2f} points (mean ± std over seeds)')
