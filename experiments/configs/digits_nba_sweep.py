@@ -61,6 +61,11 @@ VARIANTS = {
 }
 
 
+# The attacks that implant on digits, two backdoored-model seeds of each.
+ATTACKS = ('badnets', 'trojan', 'blend', 'cl', 'refool', 'wanet')
+SEEDS = (0, 1)
+
+
 def get_config():
   c = digits.get_config()
   c.data.eval_split = 'val'
@@ -70,9 +75,8 @@ def get_config():
   c.defense.nba.gamma = 1.0
   c.defense.nba.lam = 0.0
   c.defense.nba.optimizer = ml_collections.ConfigDict()
-  c.ablation.attacks = ('badnets', 'trojan', 'blend', 'cl', 'refool',
-                        'wanet')
-  c.ablation.seeds = (0, 1)
+  c.ablation.attacks = ATTACKS
+  c.ablation.seeds = SEEDS
   c.ablation.variants = ml_collections.ConfigDict(VARIANTS)
   c.ablation.run = tuple(VARIANTS)
   c.ablation.report = 'nba_sweep'

@@ -28,6 +28,7 @@ report reads alone; the test set is not read.
 import ml_collections
 
 from experiments.configs import digits
+from experiments.configs import digits_nba_sweep
 
 # Changes of the current default NBA (config.defense.nba), shared with
 # configs/gtsrb_nba_sweep2.py.
@@ -46,10 +47,8 @@ def get_config():
   c = digits.get_config()
   c.data.eval_split = 'val'
   c.grid.attention_maps = False
-  # Round one's attacks and seeds (the six that implant on digits).
-  c.ablation.attacks = ('badnets', 'trojan', 'blend', 'cl', 'refool',
-                        'wanet')
-  c.ablation.seeds = (0, 1)
+  c.ablation.attacks = digits_nba_sweep.ATTACKS  # Round one's models.
+  c.ablation.seeds = digits_nba_sweep.SEEDS
   c.ablation.variants = ml_collections.ConfigDict(VARIANTS)
   c.ablation.run = tuple(VARIANTS)
   c.ablation.report = 'nba_sweep2'
