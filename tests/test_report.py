@@ -91,6 +91,8 @@ class MarkdownTableTest(_TestCase):
         '\n\n**Mean**: unweighted mean over the 2 attacks; — where a '
         'defense lacks one.'), text)
     self.assertNotIn('±', text)
+    one = report.markdown_table([c for c in _grid() if c['attack'] == 'blend'])
+    self.assertIn('unweighted mean over the 1 attack; ', one)
 
   def test_defense_order_baselines_then_nad_nba_then_first_seen(self):
     cells = [_cell('badnets', d, 0.9, 0.1)

@@ -71,8 +71,9 @@ def _notes(groups, attacks: Sequence[str], *, spread: str, mean_row: bool,
   if mean_row:
     excluded = ('; the clean-model row is excluded'
                 if len(mean_over) < len(attacks) else '')
+    noun = 'attack' if len(mean_over) == 1 else 'attacks'
     notes.append(f'**Mean**: unweighted mean over the {len(mean_over)} '
-                 f'attacks{excluded}; {MISSING} where a defense lacks one.')
+                 f'{noun}{excluded}; {MISSING} where a defense lacks one.')
   return notes
 
 
