@@ -625,6 +625,11 @@ class CheckClaimTest(absltest.TestCase):
     self.assertIsNone(check.holds)
     self.assertIn('not checkable', check.lines[0])
 
+  def test_one_implanted_attack_is_named_in_the_singular(self):
+    cells = [c for c in _claim_cells() if c['attack'] == 'blend']
+    self.assertTrue(report.check_claim(cells).lines[0].endswith(
+        'over 1 implanted attack: blend.'))
+
   def test_results_md_has_the_claim_only_with_all_defenses(self):
     text = report.results_markdown(_claim_cells())
     self.assertIn('## The NBA claim\n\n**Claim holds**', text)

@@ -148,6 +148,11 @@ def value(cell: Cell, key: str) -> float | None:
   return float(v)
 
 
+def count_of(n: int, noun: str) -> str:
+  """'1 attack', '4 attacks': a count with its noun (plural by a trailing s)."""
+  return f'{n} {noun}' if n == 1 else f'{n} {noun}s'
+
+
 def attack_order(cells: Iterable[Cell]) -> list[str]:
   """Attacks in first-seen order."""
   return list(dict.fromkeys(c['attack'] for c in cells))

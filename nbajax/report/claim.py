@@ -109,7 +109,8 @@ def _check(cells, *, name: str, rule: str, method: str,
         f'over {", ".join(attacks)} is missing (a cell without the metric).',))
   holds, lines = bar(means, method)
   verdict = (f'**{name} {"holds" if holds else "does not hold"}** '
-             f'({rule}), over {len(attacks)} implanted attacks: '
+             f'({rule}), over '
+             f'{cells_lib.count_of(len(attacks), "implanted attack")}: '
              f'{", ".join(attacks)}.')
   seeds = _common_seeds(cells, groups, attacks, defenses)
   if len(seeds) < 2:

@@ -71,9 +71,9 @@ def _notes(groups, attacks: Sequence[str], *, spread: str, mean_row: bool,
   if mean_row:
     excluded = ('; the clean-model row is excluded'
                 if len(mean_over) < len(attacks) else '')
-    noun = 'attack' if len(mean_over) == 1 else 'attacks'
-    notes.append(f'**Mean**: unweighted mean over the {len(mean_over)} '
-                 f'{noun}{excluded}; {MISSING} where a defense lacks one.')
+    notes.append(f'**Mean**: unweighted mean over the '
+                 f'{cells_lib.count_of(len(mean_over), "attack")}{excluded}; '
+                 f'{MISSING} where a defense lacks one.')
   return notes
 
 
