@@ -619,6 +619,21 @@ class CheckClaimTest(absltest.TestCase):
     self.assertTrue(check.holds)
     self.assertNotIn('wanet', check.attacks)
 
+  def test_a_model_that_did_not_implant_is_left_out_with_its_defenses(self):
+    # BadNets' seed-1 model is at 20 % ASR: its defense cells (labelled
+    # '1/<defense seed>') would pull NAD's and FT's mean ASR down.
+    weak = [_cell('badnets', 'none', 0.96, 0.20, seed=1)] + [
+        _cell('badnets', d, 0.96, 0.02, seed=f'1/{dseed}')
+        for d in ('nba', 'nad', 'ft') for dseed in (0, 1)]
+    check = report.check_claim(_claim_cells(extra=weak))
+    self.assertEqual(check.attacks, ('badnets', 'blend'))
+    self.assertIn('mean ASR 5.0 vs 30.0 %', check.lines[1])
+    self.assertEqual(check.lines[-1], '- left out, not implanted: badnets '
+                     'seed 1 (ASR 20.0 % before defense)')
+    # Kept, the weak model's cells would move NAD's mean ASR.
+    kept = report.check_claim(_claim_cells(extra=weak), min_implanted_asr=0.1)
+    self.assertNotIn('mean ASR 5.0 vs 30.0 %', kept.lines[1])
+
   def test_without_a_baseline_it_is_not_checkable(self):
     cells = [c for c in _claim_cells() if c['defense'] != 'nad']
     check = report.check_claim(cells)

@@ -14,9 +14,12 @@ bar is met):
   keeping the backdoor, is compared on ASR only).
 
 Means are unweighted over the attacks every compared defense has. Only
-attacks whose backdoor is implanted count: an attack whose model before
-defense has mean ASR under `min_implanted_asr` cannot tell defenses apart
-(e.g. WaNet after too few epochs).
+implanted backdoors count, judged per backdoored model: a model whose ASR
+before defense is under `min_implanted_asr` cannot tell defenses apart
+(e.g. WaNet after too few epochs, or one seed of an attack that did not
+take), so its cells (and its defense cells, labelled '<seed>/<defense
+seed>' with defense seeds) are left out and named; an attack is left out
+when none of its models is implanted.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -80,6 +83,24 @@ def _implanted(cells, groups, defenses,
       and all(groups.get((a, d)) for d in defenses))
 
 
+def _model_seed(seed: Any) -> str:
+  """The backdoored model's seed of a cell's seed label ('0/2' -> '0')."""
+  return str(seed).split('/')[0]
+
+
+def _drop_unimplanted(cells, min_implanted_asr
+                      ) -> tuple[list[Any], dict[tuple[str, str], float]]:
+  """`cells` without those of backdoored models ('none' cells) whose ASR is
+  under `min_implanted_asr`, and {(attack, model seed): ASR} of those."""
+  weak = {(c['attack'], _model_seed(c.get('seed'))):
+          cells_lib.value(c, 'asr') or 0.0 for c in cells
+          if c['defense'] == 'none'
+          and (cells_lib.value(c, 'asr') or 0.0) < min_implanted_asr}
+  kept = [c for c in cells
+          if (c['attack'], _model_seed(c.get('seed'))) not in weak]
+  return kept, weak
+
+
 def _common_seeds(cells, groups, attacks, defenses) -> list[Any]:
   """Seeds every (attack, compared defense) has, in first-seen order (the
   models before defense may be labelled otherwise: a grid with defense
@@ -93,7 +114,8 @@ def _common_seeds(cells, groups, attacks, defenses) -> list[Any]:
 def _check(cells, *, name: str, rule: str, method: str,
            baselines: Sequence[str], bar: _Bar,
            min_implanted_asr: float) -> ClaimCheck:
-  cells = cells_lib.validate_cells(cells)
+  cells, dropped = _drop_unimplanted(cells_lib.validate_cells(cells),
+                                     min_implanted_asr)
   groups = cells_lib.group_cells(cells)
   defenses = (method, *baselines)
   attacks = _implanted(cells, groups, defenses, min_implanted_asr)
@@ -108,6 +130,9 @@ def _check(cells, *, name: str, rule: str, method: str,
         f'{name} not checkable: a mean ACC or ASR of {", ".join(defenses)} '
         f'over {", ".join(attacks)} is missing (a cell without the metric).',))
   holds, lines = bar(means, method)
+  lines += [f'- left out, not implanted: {a} seed {s} (ASR {100 * asr:.1f} '
+            '% before defense)' for (a, s), asr in dropped.items()
+            if a in attacks]
   verdict = (f'**{name} {"holds" if holds else "does not hold"}** '
              f'({rule}), over '
              f'{cells_lib.count_of(len(attacks), "implanted attack")}: '
@@ -155,8 +180,9 @@ def check_claim(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
     baselines: the defenses it must beat.
     max_extra_acc_loss: fraction of accuracy the method may lose beyond a
       baseline (0.01 = 1 point).
-    min_implanted_asr: attacks whose 'none' ASR (mean over seeds) is below
-      this fraction are left out.
+    min_implanted_asr: backdoored models whose 'none' ASR is below this
+      fraction are left out with their defense cells (and an attack with
+      no model left).
 
   Returns:
     A `ClaimCheck`.
