@@ -73,14 +73,12 @@ def _means(groups, attacks, defenses) -> _Means | None:
   return _Means(asr, acc)
 
 
-def _implanted(cells, groups, defenses,
-               min_implanted_asr) -> tuple[str, ...]:
-  mean = lambda a, d, k: cells_lib.mean_over_attacks(
-      groups, [a], d, k, spread='std').mean
+def _implanted(cells, groups, defenses) -> tuple[str, ...]:
+  """The attacks with a model before defense and every compared defense
+  (`cells` already without the models that did not implant)."""
   return tuple(
       a for a in cells_lib.mean_attacks(cells_lib.attack_order(cells))
-      if (mean(a, 'none', 'asr') or 0.0) >= min_implanted_asr
-      and all(groups.get((a, d)) for d in defenses))
+      if all(groups.get((a, d)) for d in ('none', *defenses)))
 
 
 def _model_seed(seed: Any) -> str:
@@ -92,10 +90,10 @@ def _drop_unimplanted(cells, min_implanted_asr
                       ) -> tuple[list[Any], dict[tuple[str, str], float]]:
   """`cells` without those of backdoored models ('none' cells) whose ASR is
   under `min_implanted_asr`, and {(attack, model seed): ASR} of those."""
-  weak = {(c['attack'], _model_seed(c.get('seed'))):
-          cells_lib.value(c, 'asr') or 0.0 for c in cells
-          if c['defense'] == 'none'
-          and (cells_lib.value(c, 'asr') or 0.0) < min_implanted_asr}
+  asr = {(c['attack'], _model_seed(c.get('seed'))):
+         cells_lib.value(c, 'asr') or 0.0
+         for c in cells if c['defense'] == 'none'}
+  weak = {model: a for model, a in asr.items() if a < min_implanted_asr}
   kept = [c for c in cells
           if (c['attack'], _model_seed(c.get('seed'))) not in weak]
   return kept, weak
@@ -118,7 +116,7 @@ def _check(cells, *, name: str, rule: str, method: str,
                                      min_implanted_asr)
   groups = cells_lib.group_cells(cells)
   defenses = (method, *baselines)
-  attacks = _implanted(cells, groups, defenses, min_implanted_asr)
+  attacks = _implanted(cells, groups, defenses)
   if not attacks:
     return ClaimCheck(None, (), (
         f'{name} not checkable: no attack with ASR ≥ '
