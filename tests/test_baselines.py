@@ -2,6 +2,8 @@
 by hand values and finite differences, and each run end to end on the
 tiny digits setting of test_defenses."""
 
+import logging
+
 import chex
 import flax.linen as nn
 import jax
@@ -162,15 +164,19 @@ class TestAnp:
         np.array([0.7, 0.4]) - 0.2 * fd, 0, 1), atol=1e-4)
     assert float(out['natural']) == pytest.approx(float(out['robust']))
 
-  def test_plan_prunes_nothing_at_threshold_zero_and_sweeps(self):
+  def test_plan_prunes_nothing_at_threshold_zero_and_sweeps(self, caplog):
     cfg = _config()
     cfg.anp.iterations, cfg.anp.batch_size = 3, 16
     cfg.anp.threshold = 0.0
     cfg.anp.sweep = (0.0, 1.0)
     ctx = _context()
-    variables, history = defenses.defend(
-        'anp', ctx, cfg,
-        eval_fn=lambda apply, v: {'test_acc': 0.5})
+    with caplog.at_level(logging.INFO, logger='nbajax.defenses.anp'):
+      variables, history = defenses.defend(
+          'anp', ctx, cfg,
+          eval_fn=lambda apply, v: {'test_acc': 0.5})
+    # The mask search is silent for minutes unless it reports: the last
+    # iteration always does.
+    assert [m for m in caplog.messages if 'mask iteration 3/3' in m]
     assert history[0]['pruned'] == 0
     assert _max_abs_diff(variables, ctx.variables) == 0.0
     sweep = history[-1]['sweep']

@@ -22,6 +22,8 @@ to choose. The mask search runs in `plan` (it trains masks, not the model),
 so it is not checkpointed; nothing is fine-tuned after pruning.
 """
 
+import logging
+import time
 from typing import Any
 
 import jax
@@ -37,6 +39,9 @@ from nbajax.defenses.base import (DefenseInputs, Plan, check_integer,
 from nbajax.errors import check_range
 
 PRUNE_BY = ('threshold', 'number')
+LOG_EVERY = 200  # Mask iterations between progress lines.
+
+_LOG = logging.getLogger(__name__)
 
 
 def neurons(batch_stats: Any) -> dict[tuple[str, ...], int]:
@@ -182,7 +187,8 @@ def learn_masks(inputs: DefenseInputs, cfg: ml_collections.ConfigDict
   order_key, noise_key = jax.random.split(inputs.key)
   per_pass = n // batch
   order = None
-  for i in range(int(cfg.iterations)):
+  total, start = int(cfg.iterations), time.perf_counter()
+  for i in range(total):
     if i % per_pass == 0:  # A new shuffle of the subset for every pass.
       order = np.asarray(jax.random.permutation(
           jax.random.fold_in(order_key, i // per_pass), n))
@@ -190,7 +196,20 @@ def learn_masks(inputs: DefenseInputs, cfg: ml_collections.ConfigDict
     masks, opt_state, last = step(params, masks, opt_state,
                                   inputs.x_clean[rows], y_all[rows],
                                   jax.random.fold_in(noise_key, i))
+    if (i + 1) % LOG_EVERY == 0 or i + 1 == total:
+      _log_progress(i + 1, total, last, batch, time.perf_counter() - start)
   return masks, {k: float(v) for k, v in last.items()}
+
+
+def _log_progress(done: int, total: int, last: dict[str, Any], batch: int,
+                  seconds: float) -> None:
+  """One line per `LOG_EVERY` mask iterations: the search runs outside
+  the training loop (minutes on a CPU) and would otherwise be silent."""
+  _LOG.info('[anp] mask iteration %d/%d | loss %.4f | natural %.4f | '
+            'robust %.4f | %.0f img/s | %.1fs', done, total,
+            float(last['loss']), float(last['natural']),
+            float(last['robust']), done * batch / max(seconds, 1e-9),
+            seconds)
 
 
 def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
