@@ -1,5 +1,6 @@
 """The NBA ablation: variant configs, where they run, and one tiny CLI run."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from experiments.configs import base, digits
+from nbajax.defenses import nba
 from nbajax.pipeline import ablation, derive
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +48,28 @@ class TestVariantConfig:
     assert tuple(cfg.ablation.run) == base.ABLATION_ORDER
     for name in cfg.ablation.run:
       ablation.variant_config(cfg, name)
+
+  @pytest.mark.parametrize('sweep', ['digits_nba_sweep3',
+                                     'gtsrb_nba_sweep3'])
+  def test_round_three_changes_only_when_nba_s_rate_drops(self, tmp_path,
+                                                         sweep):
+    config = importlib.import_module(
+        f'experiments.configs.{sweep}').get_config()
+    cfg = derive.cell_config(config, attack='badnets', seed=0,
+                             workdir=str(tmp_path))
+    fields = ('schedule', 'boundaries', 'decay', 'lr', 'epochs')
+    opt = {v: nba.section(ablation.variant_config(cfg, v).defense)
+           for v in ('nba', 's12', 'cos')}
+    got = {v: tuple(o[k] for k in fields) for v, o in opt.items()}
+    assert got['nba'] == ('step', (16,), 0.1, cfg.defense.lr, 20)
+    assert got['s12'] == ('step', (12,), 0.1, cfg.defense.lr, 20)
+    assert got['cos'][0] == 'cosine' and got['cos'][3:] == got['nba'][3:]
+    for v in ('s12', 'cos'):  # Nothing else of the defense moves.
+      d = ablation.variant_config(cfg, v).defense.to_dict()
+      d['nba'].pop('optimizer')
+      base_d = ablation.variant_config(cfg, 'nba').defense.to_dict()
+      base_d['nba'].pop('optimizer')
+      assert d == base_d
 
   def test_unknown_variant_names_the_known_ones(self, tmp_path):
     with pytest.raises(ValueError, match="'nope'.*align_clean"):
