@@ -4,13 +4,16 @@
   python -m experiments.benchmark --models=wrn-16-1,preact-resnet18 \
       --batches=64,128,512 --full_runs --out=bench.json
   python -m experiments.benchmark --seeds=1,4      # 4 runs in one program
+  python -m experiments.benchmark --batches=512 --compute_dtype=bfloat16
 
 After a compiling epoch, times the library's own epoch loop for the plain
 training step, the NAD step and the NBA step (its K generator steps
 included) and prints images/s with the compile time apart; `--full_runs`
 adds the wall time of a whole NAD and NBA defense (teacher, then defense)
-on `--images` images. NAD/NBA settings are `config.defense`'s (default the
-GTSRB config's). No data set is needed. JSON with --out.
+on `--images` images. `--compute_dtype=bfloat16` runs the convolutions and
+matmuls in bf16 with float32 parameters (for GPU/TPU; slow on most CPUs).
+NAD/NBA settings are `config.defense`'s (default the GTSRB config's). No
+data set is needed. JSON with --out.
 """
 
 from absl import flags, logging
@@ -31,6 +34,9 @@ _FULL = flags.DEFINE_bool('full_runs', False,
                           'Also time whole NAD and NBA defenses.')
 _IMAGES = flags.DEFINE_integer('images', 2500,
                                'Clean-subset size of the full runs.')
+_DTYPE = flags.DEFINE_string(
+    'compute_dtype', 'float32',
+    'Model compute dtype: float32 or bfloat16 (parameters stay float32).')
 _OUT = flags.DEFINE_string('out', None, 'Write the results as JSON here.')
 
 
@@ -45,6 +51,9 @@ def _check():
     if kind not in bench.KINDS:
       raise UserError(f'--kinds: unknown kind {kind!r}; known: '
                       f'{list(bench.KINDS)}')
+  if _DTYPE.value not in models.COMPUTE_DTYPES:
+    raise UserError(f'--compute_dtype must be one of '
+                    f'{list(models.COMPUTE_DTYPES)}, got {_DTYPE.value!r}')
   lists = {}
   for name, flag in (('batches', _BATCHES), ('seeds', _SEEDS)):
     try:
@@ -72,10 +81,11 @@ def _run():
         for seeds in seed_counts:
           t = bench.measure_step(model, kind, batch, defense=defense,
                                  steps=_STEPS.value, epochs=_EPOCHS.value,
-                                 seeds=seeds)
+                                 seeds=seeds, dtype=_DTYPE.value)
           out['steps'].append(vars(t))
           rows.append(f'| {model} | {kind} | {batch} | {seeds} | '
-                      f'{t.images_per_s:,.0f} | {t.compile_s:.1f} |')
+                      f'{t.images_per_s:,.0f} | {t.compile_s:.1f} | '
+                      f'{t.dtype} |')
           logging.info('%s %s batch %d x %d seeds: %.0f images/s (compile '
                        '%.1f s)', model, kind, batch, seeds, t.images_per_s,
                        t.compile_s)
@@ -83,7 +93,7 @@ def _run():
     for model in _MODELS.value:
       for kind in ('nad', 'nba'):
         run = bench.full_run(model, kind, defense=defense,
-                             images=_IMAGES.value)
+                             images=_IMAGES.value, dtype=_DTYPE.value)
         out['full_runs'].append(run)
   out['device']['peak_bytes_in_use'] = bench.device_info()[
       'peak_bytes_in_use']
@@ -91,10 +101,12 @@ def _run():
   print(f'\n{d["device_count"]} x {d["device_kind"]} ({d["backend"]}, jax '
         f'{d["jax"]}); peak memory: {d["peak_bytes_in_use"] or "not reported"}'
         '\n\n| model | step | batch | seeds | images/s (all seeds) | '
-        'compile s |\n|---|---|---|---:|---:|---:|\n' + '\n'.join(rows))
+        'compile s | dtype |\n|---|---|---|---:|---:|---:|---|\n' +
+        '\n'.join(rows))
   for run in out['full_runs']:
     print(f'full {run["kind"]} run, {run["model"]}, {run["images"]} images: '
-          f'teacher {run["teacher_epochs"]} epochs {run["teacher_s"]:.0f} s '
+          f'{run["dtype"]}: teacher {run["teacher_epochs"]} epochs '
+          f'{run["teacher_s"]:.0f} s '
           f'+ {run["epochs"]} epochs {run["defense_s"]:.0f} s = '
           f'{run["total_s"]:.0f} s')
   if _OUT.value:

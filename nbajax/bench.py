@@ -43,6 +43,7 @@ class StepTiming:
     steps: optimizer steps per timed epoch; epochs: timed epochs.
     seeds: runs trained at once (`training.seeds`); images_per_s counts
       the images of all of them.
+    dtype: the model's compute dtype (`models.get_model`'s `dtype`).
   """
   model: str
   kind: str
@@ -53,6 +54,7 @@ class StepTiming:
   steps: int
   epochs: int
   seeds: int = 1
+  dtype: str = 'float32'
 
 
 def synthetic(n: int, *, image_size: int = 32, channels: int = 3,
@@ -82,7 +84,8 @@ def _loss(kind: str, model, model_name: str,
 def measure_step(model_name: str, kind: str, batch: int, *,
                  defense: ml_collections.ConfigDict, steps: int = 5,
                  epochs: int = 1, image_size: int = 32, classes: int = 10,
-                 loop: str = 'auto', seeds: int = 1) -> StepTiming:
+                 loop: str = 'auto', seeds: int = 1,
+                 dtype: str = 'float32') -> StepTiming:
   """Times `kind`'s training step for `model_name` at batch size `batch`.
 
   Args:
@@ -96,11 +99,12 @@ def measure_step(model_name: str, kind: str, batch: int, *,
     loop: 'auto', 'step' or 'scan' (see `training.resolve_loop`).
     seeds: > 1 times `training.seeds.SeedTrainer` (one device, the 'step'
       loop) training that many runs at once.
+    dtype: compute dtype, 'float32' or 'bfloat16' (parameters float32).
 
   Returns:
     The timing.
   """
-  model = models.get_model(model_name, classes)
+  model = models.get_model(model_name, classes, dtype=dtype)
   x, y = synthetic(batch * steps, image_size=image_size, classes=classes)
   loss_fn = _loss(kind, model, model_name, defense)
   tx = training.make_optimizer(training.make_schedule(
@@ -138,12 +142,13 @@ def measure_step(model_name: str, kind: str, batch: int, *,
   return StepTiming(model=model_name, kind=kind, batch=batch,
                     images_per_s=seeds * batch * steps / steady,
                     first_epoch_s=first, compile_s=max(0.0, first - steady),
-                    steps=steps, epochs=epochs, seeds=seeds)
+                    steps=steps, epochs=epochs, seeds=seeds, dtype=dtype)
 
 
 def full_run(model_name: str, kind: str, *,
              defense: ml_collections.ConfigDict, images: int = 2500,
-             image_size: int = 32, classes: int = 10) -> dict[str, Any]:
+             image_size: int = 32, classes: int = 10,
+             dtype: str = 'float32') -> dict[str, Any]:
   """Wall time of a whole defense as the jobs run it: teacher, then defense.
 
   Args:
@@ -152,12 +157,13 @@ def full_run(model_name: str, kind: str, *,
     defense: a `config.defense` section (its teacher and optimizer fields,
       epochs included, are used as they are).
     images: synthetic clean-subset size.
+    dtype: compute dtype, 'float32' or 'bfloat16' (parameters float32).
 
   Returns:
-    {'model', 'kind', 'images', 'teacher_epochs', 'epochs', 'teacher_s',
-     'defense_s', 'total_s'}.
+    {'model', 'kind', 'images', 'dtype', 'teacher_epochs', 'epochs',
+     'teacher_s', 'defense_s', 'total_s'}.
   """
-  model = models.get_model(model_name, classes)
+  model = models.get_model(model_name, classes, dtype=dtype)
   x, y = synthetic(images, image_size=image_size, classes=classes, seed=1)
   start = jax.device_get(model.init(jax.random.key(0), jnp.zeros(
       (1, *x.shape[1:]), jnp.float32), train=False))
@@ -172,7 +178,7 @@ def full_run(model_name: str, kind: str, *,
   defenses.defend(kind, inputs, defense, name=kind)
   defense_s = time.perf_counter() - t0
   return {'model': model_name, 'kind': kind, 'images': images,
-          'teacher_epochs': int(defense.teacher.epochs),
+          'dtype': dtype, 'teacher_epochs': int(defense.teacher.epochs),
           'epochs': int(defense.epochs), 'teacher_s': teacher_s,
           'defense_s': defense_s, 'total_s': teacher_s + defense_s}
 

@@ -24,6 +24,13 @@ def test_measure_step_with_a_teacher():
   assert t.images_per_s > 0 and t.first_epoch_s > 0 and t.compile_s >= 0
 
 
+def test_measure_step_in_bfloat16():
+  t = bench.measure_step('cnn', 'train', 8,
+                         defense=digits.get_config().defense, steps=1,
+                         image_size=8, classes=4, dtype='bfloat16')
+  assert t.dtype == 'bfloat16' and t.images_per_s > 0
+
+
 def test_unknown_kind():
   with pytest.raises(ValueError, match='kind must be one of'):
     bench.measure_step('cnn', 'ibau', 8, defense=digits.get_config().defense)
@@ -57,3 +64,13 @@ def test_cli_bad_kind_is_one_line(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: --kinds: unknown kind 'ibau'; known: ['train', 'nad', 'nba']")
+
+
+def test_cli_bad_compute_dtype_is_one_line():
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--compute_dtype=fp16'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: --compute_dtype must be one of ['float32', 'bfloat16'], got "
+      "'fp16'")

@@ -182,6 +182,61 @@ class TestGetModel:
                                model.apply(variables, x)[0], atol=1e-5)
 
 
+class TestComputeDtype:
+  """`dtype='bfloat16'`: bf16 convolutions and matmuls (GPU/TPU), float32
+  parameters, statistics and outputs; the default is the float32 net."""
+
+  def test_bfloat16_computes_in_bf16_and_returns_float32(self):
+    model, variables, x = _init('wrn-16-1', 8, 3)
+    fast = models.get_model('wrn-16-1', 10, dtype='bfloat16')
+    # Same parameter tree and dtypes: a float32 checkpoint serves both.
+    assert jax.tree.structure(jax.eval_shape(
+        functools.partial(fast.init, train=False), jax.random.key(0),
+        x)) == jax.tree.structure(variables)
+    jaxpr = str(jax.make_jaxpr(functools.partial(fast.apply, train=False))(
+        variables, x))
+    assert 'conv_general_dilated' in jaxpr and 'bf16' in jaxpr
+    want, want_feats = model.apply(variables, x, train=False)
+    got, got_feats = fast.apply(variables, x, train=False)
+    assert got.dtype == jnp.float32
+    assert all(v.dtype == jnp.float32 for v in got_feats.values())
+    # bf16 keeps 8 bits of mantissa: close to float32, not equal.
+    scale = float(jnp.abs(want).max())
+    assert float(jnp.abs(got - want).max()) < 0.05 * scale
+    assert not np.array_equal(np.asarray(got), np.asarray(want))
+    np.testing.assert_allclose(got_feats['group3'], want_feats['group3'],
+                               atol=0.05 * float(
+                                   jnp.abs(want_feats['group3']).max()))
+
+  def test_gradients_and_statistics_stay_float32(self):
+    _, variables, x = _init('cnn', 8, 1)
+    fast = models.get_model('cnn', 10, dtype='bfloat16')
+
+    def loss(params):
+      (logits, _), updates = fast.apply(
+          {**variables, 'params': params}, x, train=True,
+          mutable=['batch_stats'])
+      return jnp.mean(logits ** 2), updates
+
+    grads, updates = jax.grad(loss, has_aux=True)(variables['params'])
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+    assert all(s.dtype == jnp.float32
+               for s in jax.tree.leaves(updates['batch_stats']))
+
+  def test_float32_by_name_is_the_default_network(self):
+    assert models.get_model('wrn-16-1', 10, dtype='float32') == (
+        models.get_model('wrn-16-1', 10))
+    assert models.get_model('cnn', 10, dtype=jnp.bfloat16).dtype == (
+        jnp.bfloat16)
+
+  @pytest.mark.parametrize('dtype', ['float16', 'int8', 'fp8', 3])
+  def test_other_dtypes_are_refused_by_name(self, dtype):
+    with pytest.raises(ValueError, match=r"dtype must be one of \('float32', "
+                       r"'bfloat16'\)"):
+      models.get_model('preact-resnet18', 10, dtype=dtype)
+
+
 class TestSmallCNN:
 
   def test_forward_8x8_gray(self):

@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 
 from nbajax.models.cnn import SmallCNN
+from nbajax.models.common import COMPUTE_DTYPES, compute_dtype
 from nbajax.models.preact_resnet import PreActResNet18
 from nbajax.models.wrn import WideResNet
 from nbajax.models.wrn import wrn_config
@@ -29,9 +30,9 @@ MODEL_NAMES: tuple[str, ...] = (
 
 # Keyword options get_model accepts per family, besides mean and std.
 _OPTIONS = {
-    'cnn': ('widths', 'bn_axis_name'),
-    'wrn': ('dropout_rate', 'bn_axis_name'),
-    'preact-resnet18': ('bn_axis_name',),
+    'cnn': ('widths', 'bn_axis_name', 'dtype'),
+    'wrn': ('dropout_rate', 'bn_axis_name', 'dtype'),
+    'preact-resnet18': ('bn_axis_name', 'dtype'),
 }
 
 # Layers NAD/NBA align by default: the three WRN groups as in the NAD paper;
@@ -96,14 +97,16 @@ def get_model(name: str, num_classes: int, *,
     **options: family-specific: 'cnn' takes widths (three ints, default
       (32, 64, 128)); WRNs take dropout_rate (default 0.0); every model takes
       bn_axis_name (mapped axis for batch-norm statistics under shard_map;
-      default None, right for jit with sharded arrays).
+      default None, right for jit with sharded arrays) and dtype (compute
+      dtype: None or 'float32', the default, or 'bfloat16' with float32
+      parameters, batch statistics, logits and features).
 
   Returns:
     An unbound flax.linen Module; `apply(variables, x, train=...)` returns
     (logits [B, num_classes], features dict of NHWC arrays).
 
   Raises:
-    ValueError: unknown name, num_classes < 2, bad mean/std.
+    ValueError: unknown name, num_classes < 2, bad mean/std or dtype.
     TypeError: an option the family does not take.
   """
   family = _family(name)
@@ -118,6 +121,8 @@ def get_model(name: str, num_classes: int, *,
   if unknown:
     raise TypeError(f'{name} does not take option(s) {unknown}; '
                     f'allowed: {list(_OPTIONS[family])}')
+  if 'dtype' in options:
+    options['dtype'] = compute_dtype(options['dtype'])
   common = dict(num_classes=int(num_classes), mean=mean, std=std)
   if family == 'cnn':
     if 'widths' in options:
@@ -129,5 +134,5 @@ def get_model(name: str, num_classes: int, *,
   return PreActResNet18(**common, **options)
 
 
-__all__ = ['MODEL_NAMES', 'PreActResNet18', 'SmallCNN', 'WideResNet',
-           'distill_layers', 'get_model']
+__all__ = ['COMPUTE_DTYPES', 'MODEL_NAMES', 'PreActResNet18', 'SmallCNN',
+           'WideResNet', 'compute_dtype', 'distill_layers', 'get_model']

@@ -6,6 +6,7 @@ WRN ('group1'..'group3', 'final') so NAD/NBA configs carry over unchanged.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,12 +25,14 @@ class SmallCNN(nn.Module):
     mean: per-channel input mean in [0, 1] units (length C or 1), or None.
     std: per-channel input std in [0, 1] units (length C or 1), or None.
     bn_axis_name: see `common.batch_norm`.
+    dtype: compute dtype (see `WideResNet`); None for float32.
   """
   num_classes: int
   widths: tuple[int, int, int] = (32, 64, 128)
   mean: tuple[float, ...] | None = None
   std: tuple[float, ...] | None = None
   bn_axis_name: str | None = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.typing.ArrayLike, train: bool = False
@@ -56,15 +59,16 @@ class SmallCNN(nn.Module):
     features = {}
     for i, (width, stride) in enumerate(zip(self.widths, _STRIDES), start=1):
       y = common.conv(width, 3, stride, kernel_init=common.he_normal_fan_out,
-                      name=f'conv{i}')(y)
+                      name=f'conv{i}', dtype=self.dtype)(y)
       y = nn.relu(common.batch_norm(
-          train, axis_name=self.bn_axis_name, name=f'bn{i}')(y))
+          train, axis_name=self.bn_axis_name, name=f'bn{i}',
+          dtype=self.dtype)(y))
       features[f'group{i}'] = y
     features['final'] = y
     logits = nn.Dense(self.num_classes, kernel_init=common.torch_default_kernel,
-                      bias_init=nn.initializers.zeros, name='head')(
-                          common.global_avg_pool(y))
-    return logits, features
+                      bias_init=nn.initializers.zeros, name='head',
+                      dtype=self.dtype)(common.global_avg_pool(y))
+    return common.float32_outputs(logits, features, self.dtype)
 
 
 def _check_widths(widths: Sequence[int]) -> None:

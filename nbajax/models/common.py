@@ -96,7 +96,7 @@ def normalize(x: jax.Array, mean: Sequence[float] | None,
 
 
 def batch_norm(train: bool, *, axis_name: str | None = None,
-               name: str | None = None) -> nn.BatchNorm:
+               name: str | None = None, dtype: Any = None) -> nn.BatchNorm:
   """BatchNorm with PyTorch's momentum and epsilon.
 
   Args:
@@ -104,17 +104,20 @@ def batch_norm(train: bool, *, axis_name: str | None = None,
     axis_name: mapped axis to average statistics over (shard_map/pmap); None
       under jit with sharded arrays, where statistics are already global.
     name: submodule name.
+    dtype: compute (output) dtype, None for float32; statistics are reduced
+      and kept in float32 either way.
 
   Returns:
     An nn.BatchNorm with scale 1 and bias 0 at init.
   """
   return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                      epsilon=BN_EPSILON, axis_name=axis_name, name=name)
+                      epsilon=BN_EPSILON, axis_name=axis_name, name=name,
+                      dtype=dtype)
 
 
 def conv(features: int, kernel: int, stride: int, *,
          kernel_init: nn.initializers.Initializer,
-         name: str | None = None) -> nn.Conv:
+         name: str | None = None, dtype: Any = None) -> nn.Conv:
   """Bias-free square convolution padded like PyTorch (padding=kernel//2).
 
   Args:
@@ -123,6 +126,8 @@ def conv(features: int, kernel: int, stride: int, *,
     stride: spatial stride.
     kernel_init: initializer of the [k, k, C_in, C_out] kernel.
     name: submodule name.
+    dtype: compute dtype (input and kernel cast to it), None for float32;
+      the kernel parameter stays float32.
 
   Returns:
     An nn.Conv; output size is floor((H + 2*(k//2) - k) / stride) + 1.
@@ -130,7 +135,41 @@ def conv(features: int, kernel: int, stride: int, *,
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=False,
-                 kernel_init=kernel_init, name=name)
+                 kernel_init=kernel_init, name=name, dtype=dtype)
+
+
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def compute_dtype(dtype: Any) -> Any:
+  """A model's `dtype` option checked: None (float32, the default) or one of
+  COMPUTE_DTYPES by name or as a dtype; returns None for float32, so that
+  the default builds exactly the float32 network.
+
+  Raises:
+    ValueError: any other dtype.
+  """
+  if dtype is None:
+    return None
+  try:
+    name = jnp.dtype(dtype).name
+  except TypeError:
+    name = None
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f'dtype must be one of {COMPUTE_DTYPES} (or None), got '
+                     f'{dtype!r}')
+  return None if name == 'float32' else jnp.dtype(name)
+
+
+def float32_outputs(logits: jax.Array, features: dict[str, jax.Array],
+                    dtype: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Logits and feature maps as float32 when the network computed in a
+  lower precision (`dtype` not None): losses, attention maps and metrics
+  always see float32. Unchanged for the float32 network."""
+  if dtype is None:
+    return logits, features
+  cast = lambda a: a.astype(jnp.float32)
+  return cast(logits), {k: cast(v) for k, v in features.items()}
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:

@@ -7,6 +7,8 @@ last stage: the sum leaving layer4 is average-pooled directly. Layers use
 PyTorch's default initialization, as BackdoorBench trains from it.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 
@@ -23,28 +25,32 @@ class PreActBlock(nn.Module):
     features: output channels.
     stride: stride of the first conv (and of the shortcut).
     bn_axis_name: see `common.batch_norm`.
+    dtype: compute dtype (`common.compute_dtype`); None for float32.
   """
   features: int
   stride: int = 1
   bn_axis_name: str | None = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """Maps [B, H, W, C_in] to [B, ceil(H/stride), ceil(W/stride), features]."""
     act = nn.relu(common.batch_norm(
-        train, axis_name=self.bn_axis_name, name='bn1')(x))
+        train, axis_name=self.bn_axis_name, name='bn1', dtype=self.dtype)(x))
     if self.stride != 1 or x.shape[-1] != self.features:
       shortcut = common.conv(self.features, 1, self.stride,
                              kernel_init=common.torch_default_kernel,
-                             name='shortcut')(act)
+                             name='shortcut', dtype=self.dtype)(act)
     else:
       shortcut = x
     y = common.conv(self.features, 3, self.stride,
-                    kernel_init=common.torch_default_kernel, name='conv1')(act)
+                    kernel_init=common.torch_default_kernel, name='conv1',
+                    dtype=self.dtype)(act)
     y = nn.relu(common.batch_norm(
-        train, axis_name=self.bn_axis_name, name='bn2')(y))
+        train, axis_name=self.bn_axis_name, name='bn2', dtype=self.dtype)(y))
     y = common.conv(self.features, 3, 1,
-                    kernel_init=common.torch_default_kernel, name='conv2')(y)
+                    kernel_init=common.torch_default_kernel, name='conv2',
+                    dtype=self.dtype)(y)
     return shortcut + y
 
 
@@ -60,11 +66,13 @@ class PreActResNet18(nn.Module):
     mean: per-channel input mean in [0, 1] units (length C or 1), or None.
     std: per-channel input std in [0, 1] units (length C or 1), or None.
     bn_axis_name: see `common.batch_norm`.
+    dtype: compute dtype (see `WideResNet`); None for float32.
   """
   num_classes: int
   mean: tuple[float, ...] | None = None
   std: tuple[float, ...] | None = None
   bn_axis_name: str | None = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.typing.ArrayLike, train: bool = False
@@ -88,15 +96,16 @@ class PreActResNet18(nn.Module):
     """
     x = common.normalize(common.check_input(x), self.mean, self.std)
     y = common.conv(64, 3, 1, kernel_init=common.torch_default_kernel,
-                    name='conv1')(x)
+                    name='conv1', dtype=self.dtype)(x)
     features = {}
     for i, (width, stride) in enumerate(zip(_WIDTHS, _STRIDES), start=1):
       for b in range(2):
         y = PreActBlock(width, stride if b == 0 else 1, self.bn_axis_name,
-                        name=f'layer{i}_block{b}')(y, train)
+                        self.dtype, name=f'layer{i}_block{b}')(y, train)
       features[f'layer{i}'] = y
     features['final'] = y
     logits = nn.Dense(self.num_classes, kernel_init=common.torch_default_kernel,
                       bias_init=common.torch_default_bias(y.shape[-1]),
-                      name='head')(common.global_avg_pool(y))
-    return logits, features
+                      name='head', dtype=self.dtype)(
+                          common.global_avg_pool(y))
+    return common.float32_outputs(logits, features, self.dtype)

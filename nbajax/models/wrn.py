@@ -7,6 +7,8 @@ feature maps NAD distils taken at the output of each residual group, before
 the network's final BN-ReLU.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 
@@ -26,32 +28,36 @@ class WideBasicBlock(nn.Module):
     stride: stride of the first conv (and of the shortcut).
     dropout_rate: dropout between the two convs when training.
     bn_axis_name: see `common.batch_norm`.
+    dtype: compute dtype (`common.compute_dtype`); None for float32.
   """
   features: int
   stride: int = 1
   dropout_rate: float = 0.0
   bn_axis_name: str | None = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """Maps [B, H, W, C_in] to [B, ceil(H/stride), ceil(W/stride), features]."""
     equal_in_out = x.shape[-1] == self.features
     act = nn.relu(common.batch_norm(
-        train, axis_name=self.bn_axis_name, name='bn1')(x))
+        train, axis_name=self.bn_axis_name, name='bn1', dtype=self.dtype)(x))
     y = common.conv(self.features, 3, self.stride,
-                    kernel_init=common.he_normal_fan_out, name='conv1')(act)
+                    kernel_init=common.he_normal_fan_out, name='conv1',
+                    dtype=self.dtype)(act)
     y = nn.relu(common.batch_norm(
-        train, axis_name=self.bn_axis_name, name='bn2')(y))
+        train, axis_name=self.bn_axis_name, name='bn2', dtype=self.dtype)(y))
     if self.dropout_rate > 0:
       y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
     y = common.conv(self.features, 3, 1,
-                    kernel_init=common.he_normal_fan_out, name='conv2')(y)
+                    kernel_init=common.he_normal_fan_out, name='conv2',
+                    dtype=self.dtype)(y)
     if equal_in_out:
       shortcut = x
     else:
       shortcut = common.conv(self.features, 1, self.stride,
                              kernel_init=common.he_normal_fan_out,
-                             name='shortcut')(act)
+                             name='shortcut', dtype=self.dtype)(act)
     return shortcut + y
 
 
@@ -71,6 +77,9 @@ class WideResNet(nn.Module):
     mean: per-channel input mean in [0, 1] units (length C or 1), or None.
     std: per-channel input std in [0, 1] units (length C or 1), or None.
     bn_axis_name: see `common.batch_norm`.
+    dtype: compute dtype (`common.compute_dtype`: None for float32, or
+      bfloat16); parameters and batch statistics stay float32, and the
+      logits and features come back as float32.
   """
   num_classes: int
   depth: int = 16
@@ -79,6 +88,7 @@ class WideResNet(nn.Module):
   mean: tuple[float, ...] | None = None
   std: tuple[float, ...] | None = None
   bn_axis_name: str | None = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.typing.ArrayLike, train: bool = False
@@ -106,7 +116,7 @@ class WideResNet(nn.Module):
     blocks_per_group = (self.depth - 4) // 6
     x = common.normalize(common.check_input(x), self.mean, self.std)
     y = common.conv(16, 3, 1, kernel_init=common.he_normal_fan_out,
-                    name='conv1')(x)
+                    name='conv1', dtype=self.dtype)(x)
     features = {}
     widths = [16 * self.widen_factor, 32 * self.widen_factor,
               64 * self.widen_factor]
@@ -114,19 +124,21 @@ class WideResNet(nn.Module):
       y = self._group(y, width, stride, blocks_per_group, train, f'group{g}')
       features[f'group{g}'] = y
     y = nn.relu(common.batch_norm(
-        train, axis_name=self.bn_axis_name, name='bn_final')(y))
+        train, axis_name=self.bn_axis_name, name='bn_final',
+        dtype=self.dtype)(y))
     features['final'] = y
     logits = nn.Dense(self.num_classes, kernel_init=common.torch_default_kernel,
-                      bias_init=nn.initializers.zeros, name='head')(
-                          common.global_avg_pool(y))
-    return logits, features
+                      bias_init=nn.initializers.zeros, name='head',
+                      dtype=self.dtype)(common.global_avg_pool(y))
+    return common.float32_outputs(logits, features, self.dtype)
 
   def _group(self, y: jax.Array, width: int, stride: int, blocks: int,
              train: bool, name: str) -> jax.Array:
     """Applies one residual group; blocks are named '{name}_block{i}'."""
     for i in range(blocks):
       y = WideBasicBlock(width, stride if i == 0 else 1, self.dropout_rate,
-                         self.bn_axis_name, name=f'{name}_block{i}')(y, train)
+                         self.bn_axis_name, self.dtype,
+                         name=f'{name}_block{i}')(y, train)
     return y
 
 
