@@ -38,18 +38,23 @@ CANDIDATES = {
     'k1': {'name': 'nba', 'nba': {'steps': 1}},
 }
 
-VARIANTS = {'ft': {'name': 'ft'}, 'nad': {'name': 'nad'},
-            'nba': {'name': 'nba'}, **CANDIDATES}
-
-
-def get_config():
-  """digits on the validation split, the round-two candidates."""
+def round_config(candidates: dict, report: str) -> ml_collections.ConfigDict:
+  """digits on the validation split with round one's models, FT, NAD and
+  the default NBA beside `candidates` (changes of config.defense), the
+  report named `report` (also rounds after this one)."""
+  variants = {'ft': {'name': 'ft'}, 'nad': {'name': 'nad'},
+              'nba': {'name': 'nba'}, **candidates}
   c = digits.get_config()
   c.data.eval_split = 'val'
   c.grid.attention_maps = False
   c.ablation.attacks = digits_nba_sweep.ATTACKS  # Round one's models.
   c.ablation.seeds = digits_nba_sweep.SEEDS
-  c.ablation.variants = ml_collections.ConfigDict(VARIANTS)
-  c.ablation.run = tuple(VARIANTS)
-  c.ablation.report = 'nba_sweep2'
+  c.ablation.variants = ml_collections.ConfigDict(variants)
+  c.ablation.run = tuple(variants)
+  c.ablation.report = report
   return c
+
+
+def get_config():
+  """digits on the validation split, the round-two candidates."""
+  return round_config(CANDIDATES, 'nba_sweep2')

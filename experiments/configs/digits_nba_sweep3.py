@@ -24,10 +24,7 @@ alone; the test set is not read.
       --workdir runs/digits_val3
 """
 
-import ml_collections
-
-from experiments.configs import digits
-from experiments.configs import digits_nba_sweep
+from experiments.configs import digits_nba_sweep2
 
 # Changes of the current default NBA (config.defense.nba), shared with
 # configs/gtsrb_nba_sweep3.py.
@@ -36,18 +33,7 @@ CANDIDATES = {
     'cos': {'name': 'nba', 'nba': {'optimizer': {'schedule': 'cosine'}}},
 }
 
-VARIANTS = {'ft': {'name': 'ft'}, 'nad': {'name': 'nad'},
-            'nba': {'name': 'nba'}, **CANDIDATES}
-
 
 def get_config():
   """digits on the validation split, the round-three candidates."""
-  c = digits.get_config()
-  c.data.eval_split = 'val'
-  c.grid.attention_maps = False
-  c.ablation.attacks = digits_nba_sweep.ATTACKS  # Round one's models.
-  c.ablation.seeds = digits_nba_sweep.SEEDS
-  c.ablation.variants = ml_collections.ConfigDict(VARIANTS)
-  c.ablation.run = tuple(VARIANTS)
-  c.ablation.report = 'nba_sweep3'
-  return c
+  return digits_nba_sweep2.round_config(CANDIDATES, 'nba_sweep3')

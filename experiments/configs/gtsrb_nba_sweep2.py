@@ -14,12 +14,18 @@ from experiments.configs import digits_nba_sweep2
 from experiments.configs import gtsrb_nba_sweep
 
 
-def get_config():
-  """gtsrb_nba_sweep.py's models and baselines, round two's candidates."""
+def round_config(candidates: dict, report: str) -> ml_collections.ConfigDict:
+  """gtsrb_nba_sweep.py's models with its FT, NAD and default NBA beside
+  `candidates`, the report named `report` (also rounds after this one)."""
   c = gtsrb_nba_sweep.get_config()
   variants = {k: gtsrb_nba_sweep.VARIANTS[k] for k in ('ft', 'nad', 'nba')}
-  variants.update(digits_nba_sweep2.CANDIDATES)
+  variants.update(candidates)
   c.ablation.variants = ml_collections.ConfigDict(variants)
   c.ablation.run = tuple(variants)
-  c.ablation.report = 'nba_sweep2'
+  c.ablation.report = report
   return c
+
+
+def get_config():
+  """gtsrb_nba_sweep.py's models and baselines, round two's candidates."""
+  return round_config(digits_nba_sweep2.CANDIDATES, 'nba_sweep2')

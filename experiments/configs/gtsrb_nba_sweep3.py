@@ -9,18 +9,11 @@ there first otherwise.
       --workdir runs/gtsrb_val
 """
 
-import ml_collections
-
 from experiments.configs import digits_nba_sweep3
-from experiments.configs import gtsrb_nba_sweep
+from experiments.configs import gtsrb_nba_sweep2
 
 
 def get_config():
   """gtsrb_nba_sweep.py's models and baselines, round three's candidates."""
-  c = gtsrb_nba_sweep.get_config()
-  variants = {k: gtsrb_nba_sweep.VARIANTS[k] for k in ('ft', 'nad', 'nba')}
-  variants.update(digits_nba_sweep3.CANDIDATES)
-  c.ablation.variants = ml_collections.ConfigDict(variants)
-  c.ablation.run = tuple(variants)
-  c.ablation.report = 'nba_sweep3'
-  return c
+  return gtsrb_nba_sweep2.round_config(digits_nba_sweep3.CANDIDATES,
+                                       'nba_sweep3')
