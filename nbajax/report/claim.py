@@ -81,21 +81,20 @@ def _implanted(cells, groups, defenses) -> tuple[str, ...]:
       if all(groups.get((a, d)) for d in ('none', *defenses)))
 
 
-def _model_seed(seed: Any) -> str:
-  """The backdoored model's seed of a cell's seed label ('0/2' -> '0')."""
-  return str(seed).split('/')[0]
+def _model(cell) -> tuple[str, str]:
+  """(attack, model seed) of the backdoored model a cell belongs to; the
+  model seed of a seed label '0/2' is '0'."""
+  return cell['attack'], str(cell.get('seed')).split('/')[0]
 
 
 def _drop_unimplanted(cells, min_implanted_asr
                       ) -> tuple[list[Any], dict[tuple[str, str], float]]:
   """`cells` without those of backdoored models ('none' cells) whose ASR is
   under `min_implanted_asr`, and {(attack, model seed): ASR} of those."""
-  asr = {(c['attack'], _model_seed(c.get('seed'))):
-         cells_lib.value(c, 'asr') or 0.0
+  asr = {_model(c): cells_lib.value(c, 'asr') or 0.0
          for c in cells if c['defense'] == 'none'}
   weak = {model: a for model, a in asr.items() if a < min_implanted_asr}
-  kept = [c for c in cells
-          if (c['attack'], _model_seed(c.get('seed'))) not in weak]
+  kept = [c for c in cells if _model(c) not in weak]
   return kept, weak
 
 
