@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -189,6 +191,39 @@ def test_a_run_with_the_older_fingerprint_keeps_it(tmp_path):
   # Other settings: the current fingerprint, which the run then refuses.
   config.attack.rate = 0.2
   assert attack_job.fingerprint(config, str(workdir)) != legacy
+
+
+def test_a_float32_model_keeps_the_fingerprint_it_had_before_compute_dtype(
+    tmp_path):
+  config = digits_config.get_config()
+  assert config.model.compute_dtype == 'float32'
+  older = config.copy_and_resolve_references()
+  del older.model['compute_dtype']  # A run saved before the field.
+  empty = str(tmp_path / 'none')
+  assert attack_job.fingerprint(config, empty) == attack_job.fingerprint(
+      older, empty)
+  assert common.training_fingerprint(config, 'clean') == (
+      common.training_fingerprint(older, 'clean'))
+  config.model.compute_dtype = 'bfloat16'  # Other numerics: another model.
+  assert attack_job.fingerprint(config, empty) != attack_job.fingerprint(
+      older, empty)
+
+
+def test_build_model_computes_in_the_configs_dtype():
+  config = digits_config.get_config()
+  dataset = common.load_data(config.data)
+  x = jnp.asarray(dataset.x_test[:2], jnp.float32) / 255.0
+  for dtype, want in (('float32', jnp.float32), ('bfloat16', jnp.bfloat16)):
+    config.model.compute_dtype = dtype
+    model = common.build_model(config.model, dataset)
+    variables = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), x, train=False))
+    jaxpr = jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(
+        variables)
+    assert ('bf16[' in str(jaxpr)) == (want == jnp.bfloat16)
+    assert jaxpr.out_avals[0].dtype == jnp.float32  # The logits.
+  del config.model['compute_dtype']  # A config saved before the field.
+  assert common.build_model(config.model, dataset).dtype is None
 
 
 class TestDefendCli:

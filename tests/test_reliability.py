@@ -69,6 +69,8 @@ def _snapshot(root) -> dict[str, str]:
 # (job, overrides, words the message must contain). All raise ValueError.
 BAD_CONFIGS = [
     ('train', {'model.name': 'resnet9'}, ['config.model.name', 'wrn-16-1']),
+    ('train', {'model.compute_dtype': 'float16'},
+     ['config.model.compute_dtype', 'bfloat16']),
     ('attack', {'attack.name': 'badnet'}, ['config.attack.name', 'badnets']),
     ('defend', {'defense.name': 'spectral'}, ['config.defense.name', 'nad']),
     ('grid', {'grid.defenses': ('ft', 'nda')}, ['config.grid.defenses',

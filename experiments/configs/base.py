@@ -57,6 +57,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = 'cnn'
   c.model.normalize = True  # Per-dataset mean/std inside the model.
+  # Compute dtype of convolutions and matmuls: 'float32' or 'bfloat16'
+  # (float32 parameters, batch statistics, gradients, logits and features
+  # either way; models.get_model's `dtype`). For accelerators: on XLA:CPU
+  # bfloat16 is slower. A float32 model's fingerprint leaves it out, so
+  # runs saved before the field existed are reused.
+  c.model.compute_dtype = 'float32'
 
   # Training from scratch (clean and backdoored models).
   c.train = optimizer_section(epochs=30, lr=0.1, schedule='cosine',

@@ -37,8 +37,18 @@ def training_fingerprint(config: ml_collections.ConfigDict, *tail: Any) -> str:
   """Fingerprint of a model trained from scratch: seed, data, model and
   train sections plus `tail` (role, attack); defense and grid fields do not
   change it, so they never block reuse or resume of a trained model."""
-  return fingerprint(config.seed, config.data, config.model, config.train,
-                     *tail)
+  return fingerprint(config.seed, config.data, model_section(config.model),
+                     config.train, *tail)
+
+
+def model_section(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`config.model` as a fingerprint hashes it: `compute_dtype` only when it
+  is not 'float32' (the field came after runs were saved; a float32 model
+  keeps the fingerprint it had without it)."""
+  section = to_dict(model_cfg)
+  if section.get('compute_dtype', 'float32') == 'float32':
+    section.pop('compute_dtype', None)
+  return section
 
 
 def load_data(data_cfg: ml_collections.ConfigDict) -> 'data_lib.Dataset':
@@ -60,11 +70,14 @@ def load_data(data_cfg: ml_collections.ConfigDict) -> 'data_lib.Dataset':
 
 def build_model(model_cfg: ml_collections.ConfigDict,
                 dataset: 'data_lib.Dataset'):
-  """The model of a config, normalized with the data set's statistics."""
+  """The model of a config, normalized with the data set's statistics, in
+  its compute dtype (float32 for configs saved before the field)."""
+  dtype = model_cfg.get('compute_dtype', 'float32')
   if model_cfg.normalize:
     return models.get_model(model_cfg.name, dataset.num_classes,
-                            mean=tuple(dataset.mean), std=tuple(dataset.std))
-  return models.get_model(model_cfg.name, dataset.num_classes)
+                            mean=tuple(dataset.mean), std=tuple(dataset.std),
+                            dtype=dtype)
+  return models.get_model(model_cfg.name, dataset.num_classes, dtype=dtype)
 
 
 def base_meta(*, config: Any, dataset, model_name: str, role: str,

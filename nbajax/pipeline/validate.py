@@ -129,6 +129,8 @@ def _check_split(config) -> None:
 
 def _check_model(config) -> None:
   fields.choice(config, 'model.name', models.MODEL_NAMES)
+  fields.choice(config, 'model.compute_dtype', models.COMPUTE_DTYPES,
+                default='float32')
 
 
 def _check_optimizer(config, section: str) -> None:
