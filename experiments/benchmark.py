@@ -16,6 +16,8 @@ NAD/NBA settings are `config.defense`'s (default the GTSRB config's). No
 data set is needed. JSON with --out.
 """
 
+import os
+
 from absl import flags, logging
 
 from experiments import cli
@@ -37,12 +39,19 @@ _IMAGES = flags.DEFINE_integer('images', 2500,
 _DTYPE = flags.DEFINE_string(
     'compute_dtype', 'float32',
     'Model compute dtype: float32 or bfloat16 (parameters stay float32).')
-_OUT = flags.DEFINE_string('out', None, 'Write the results as JSON here.')
+_OUT = flags.DEFINE_string('out', None, 'Write the results as JSON here '
+                           '(a new file unless --overwrite).')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Replace an existing --out file.')
 
 
 def _check():
   from nbajax import bench, models
   from nbajax.errors import UserError
+  # Checked before minutes of timing, and never replaced unasked.
+  if _OUT.value and os.path.lexists(_OUT.value) and not _OVERWRITE.value:
+    raise UserError(f'--out: {_OUT.value} exists; pass --overwrite to '
+                    'replace it')
   for name in _MODELS.value:
     if name not in models.MODEL_NAMES:
       raise UserError(f'--models: unknown model {name!r}; known: '

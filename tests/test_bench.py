@@ -66,6 +66,18 @@ def test_cli_bad_kind_is_one_line(tmp_path):
       "error: --kinds: unknown kind 'ibau'; known: ['train', 'nad', 'nba']")
 
 
+def test_cli_keeps_an_existing_out_file(tmp_path):
+  out = tmp_path / 'bench.json'
+  out.write_text('mine')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'error: --out: {out} exists; pass --overwrite to replace it')
+  assert out.read_text() == 'mine'
+
+
 def test_cli_bad_compute_dtype_is_one_line():
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', '--compute_dtype=fp16'],
