@@ -5,8 +5,9 @@ NAD's published recipe: lr 0.1 for 2 epochs, then 0.01 (NBA: x 0.1 again
 for its last 4 epochs). In the grid's first cell (BadNets) FT and NAD end
 at 86-87 % training accuracy on the defender's clean images at that rate;
 NBA, whose loss adds cross entropy on PGD pseudo samples (lambda 4), fell
-to 22 % in its first epoch and was at 39 % after 10. GTSRB's defenses run at a constant 0.01 because
-0.1 collapsed there as well (configs/gtsrb.py). The lr is a data set's
+to 22 % in its first epoch and was at 39 % after 10. GTSRB's defenses
+run at a constant 0.01 because 0.1 collapsed there as well
+(configs/gtsrb.py). The lr is a data set's
 setting, not one of NBA's fields, so this sweep asks, on validation only,
 which start NBA gets on this subset:
 
