@@ -56,3 +56,18 @@ def test_cli_help_lists_its_flags(job, flags):
   text = proc.stdout + proc.stderr  # absl's --help exits with 1.
   for flag in flags:
     assert f'  {flag}:' in text, (flag, text[-2000:])
+
+
+def test_cifar10_subset_nba_trains_as_its_sweeps_winner():
+  """The grid's NBA optimizer is the lr sweep's winner (lr01), and the
+  sweep's own `nba` variant stays the setting it was run against."""
+  from experiments.configs import cifar10_subset, cifar10_subset_nba_lr
+  from nbajax.defenses import nba
+  from nbajax.pipeline import ablation
+  sweep = cifar10_subset_nba_lr.get_config()
+  grid = nba.section(cifar10_subset.get_config().defense)
+  winner = nba.section(ablation.variant_config(sweep, 'lr01').defense)
+  before = nba.section(ablation.variant_config(sweep, 'nba').defense)
+  keys = ('lr', 'schedule', 'boundaries', 'decay', 'epochs')
+  assert {k: grid[k] for k in keys} == {k: winner[k] for k in keys}
+  assert (before.lr, tuple(before.boundaries)) == (0.1, (2, 16))

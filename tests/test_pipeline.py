@@ -18,9 +18,12 @@ import pytest
 
 from experiments.configs import digits as digits_config
 from nbajax.checkpoint import Checkpointer
+from nbajax import defenses
 from nbajax.pipeline import attack as attack_job
+from nbajax.pipeline import defend as defend_job
 from nbajax.pipeline import common, defense_setup, derive
 from nbajax.pipeline import train as train_job
+from tests.test_checkpoint import _state as tiny_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join('experiments', 'configs', 'digits.py')
@@ -193,6 +196,54 @@ def test_a_run_with_the_older_fingerprint_keeps_it(tmp_path):
   assert attack_job.fingerprint(config, str(workdir)) != legacy
 
 
+def test_a_defense_fingerprint_hashes_only_the_fields_it_reads(tmp_path):
+  config = digits_config.get_config()
+  empty = str(tmp_path / 'none')
+  fp = lambda c: defend_job.fingerprint(c, 'backdoor-fp', empty)
+  for name in ('ft', 'nad', 'nba'):
+    config.defense.name = name
+    base = fp(config)
+    other = config.copy_and_resolve_references()
+    other.defense.anp.threshold = 0.5  # ANP's section: no one else's.
+    assert fp(other) == base
+    other.defense.teacher.epochs = 3  # Only the teacher's defenses.
+    assert (fp(other) == base) == (name not in defenses.NEEDS_TEACHER)
+    other.defense.clean_seed = 7  # Every defense's.
+    assert fp(other) != base
+  config.defense.name = 'nba'
+  other = config.copy_and_resolve_references()
+  other.defense.nba.eps = 0.1
+  assert fp(other) != fp(config)
+  assert defend_job.fingerprint(config, 'another-backdoor', empty) != fp(
+      config)
+
+
+def test_a_defense_run_with_the_whole_section_fingerprint_keeps_it(tmp_path):
+  # Runs made before the defense fingerprint left out the other defenses'
+  # sections hashed all of config.defense.
+  config = digits_config.get_config()
+  config.defense.name = 'ft'
+  legacy = common.fingerprint(config.defense, config.seed, 'bfp', 'ft')
+  for where, record in (
+      ('done', {'fingerprint': legacy, 'role': 'defended',
+                'config': derive.to_dict(config.defense)}),
+      ('meta', {'fingerprint': legacy, 'role': 'defended',
+                'config': derive.to_dict(config)})):
+    workdir = tmp_path / where
+    workdir.mkdir()
+    if where == 'done':
+      (workdir / 'results.json').write_text(json.dumps(record))
+    else:  # A run stopped before its end: only its checkpoint's metadata.
+      ckpt = Checkpointer(str(workdir / 'checkpoints'))
+      ckpt.save(1, tiny_state(), meta=record)
+      ckpt.close()
+    changed = config.copy_and_resolve_references()
+    changed.defense.nba.eps = 0.1  # Another defense's field moved since.
+    assert defend_job.fingerprint(changed, 'bfp', str(workdir)) == legacy
+    changed.defense.epochs = 3  # One of its own: the current fingerprint.
+    assert defend_job.fingerprint(changed, 'bfp', str(workdir)) != legacy
+
+
 def test_a_float32_model_keeps_the_fingerprint_it_had_before_compute_dtype(
     tmp_path):
   config = digits_config.get_config()
@@ -247,6 +298,23 @@ class TestDefendCli:
     teachers = [d for d in os.listdir(attack_dir) if d.startswith('teacher-')]
     assert len(teachers) == 1
     assert _results(attack_dir / teachers[0])['role'] == 'teacher'
+
+  def test_other_defenses_fields_do_not_block_reusing_a_run(self, attack_dir,
+                                                             tmp_path):
+    workdir = tmp_path / 'ft'
+    _ok(_cli('defend', workdir, f'--backdoor_dir={attack_dir}',
+             '--config.defense.name=ft'))
+    before = _results(workdir)
+    proc = _ok(_cli('defend', workdir, f'--backdoor_dir={attack_dir}',
+                    '--config.defense.name=ft', '--config.defense.nba.eps=0.1',
+                    '--config.defense.teacher.epochs=2',
+                    '--config.defense.anp.threshold=0.3'))
+    assert 'reusing' in proc.stderr, proc.stderr[-2000:]
+    assert _results(workdir) == before
+    # Its own fields still count.
+    proc = _cli('defend', workdir, f'--backdoor_dir={attack_dir}',
+                '--config.defense.name=ft', '--config.defense.lr=0.02')
+    assert proc.returncode == 2 and 'other settings' in proc.stderr
 
   def test_a_teacher_of_another_backdoored_model_is_refused(
       self, attack_dir, tmp_path):

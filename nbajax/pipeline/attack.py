@@ -18,7 +18,7 @@ import ml_collections
 
 from nbajax import atomic, attacks, rundir
 from nbajax.attacks import figures, poison
-from nbajax.checkpoint import CheckpointError, Checkpointer
+from nbajax.checkpoint import Checkpointer
 from nbajax.errors import UserError
 from nbajax.pipeline import (common, derive, evaluate, model_runs, record,
                              validate)
@@ -82,7 +82,7 @@ def fingerprint(config: ml_collections.ConfigDict, workdir: str) -> str:
   """
   train = derive.backdoor_config(config)
   fields = derive.backdoor_attack_fields(config)
-  recorded = _recorded(workdir) or {}
+  recorded = common.recorded_run(workdir) or {}
   old_dir = ((recorded.get('config') or {}).get('attack') or {}).get(
       'clean_model_dir')
   if old_dir is not None:
@@ -91,27 +91,6 @@ def fingerprint(config: ml_collections.ConfigDict, workdir: str) -> str:
     if recorded.get('fingerprint') == older:
       return older
   return common.training_fingerprint(train, fields, 'backdoored')
-
-
-def _recorded(workdir: str) -> dict[str, Any] | None:
-  """What a run in `workdir` recorded: its results.json, else its newest
-  checkpoint's metadata; None when there is none or it cannot be read
-  (the run's own checks then name the problem)."""
-  try:
-    done = rundir.job_results(workdir)
-  except UserError:
-    return None
-  ckpt_dir = os.path.join(workdir, rundir.CHECKPOINTS)
-  if done is not None or not os.path.isdir(ckpt_dir):
-    return done
-  try:
-    ckpt = Checkpointer(ckpt_dir)
-    try:
-      return ckpt.restore_meta() if ckpt.latest_step() is not None else None
-    finally:
-      ckpt.close()
-  except CheckpointError:
-    return None
 
 
 def _attack(config, workdir, fp) -> record.RunRecord:

@@ -17,7 +17,7 @@ from nbajax import models
 from nbajax import rundir
 from nbajax.atomic import json_default
 from nbajax.pipeline.derive import to_dict
-from nbajax.checkpoint import Checkpointer
+from nbajax.checkpoint import CheckpointError, Checkpointer
 from nbajax.errors import UserError
 
 _LOG = logging.getLogger(__name__)
@@ -115,6 +115,27 @@ def restore_variables_of(ckpt: Checkpointer, model, dataset,
                          step: int | None = None) -> Any:
   """The model variables of a checkpoint, validated against `model`."""
   return ckpt.restore_variables(variables_template(model, dataset), step)
+
+
+def recorded_run(workdir: str) -> dict[str, Any] | None:
+  """What a run in `workdir` recorded: its results.json, else its newest
+  checkpoint's metadata; None when there is none or it cannot be read
+  (the run's own checks then name the problem)."""
+  try:
+    done = rundir.job_results(workdir)
+  except UserError:
+    return None
+  ckpt_dir = os.path.join(workdir, rundir.CHECKPOINTS)
+  if done is not None or not os.path.isdir(ckpt_dir):
+    return done
+  try:
+    ckpt = Checkpointer(ckpt_dir)
+    try:
+      return ckpt.restore_meta() if ckpt.latest_step() is not None else None
+    finally:
+      ckpt.close()
+  except CheckpointError:
+    return None
 
 
 def reuse_or_start(workdir: str, fp: str, *, overwrite: bool, label: str,

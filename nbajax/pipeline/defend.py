@@ -51,12 +51,48 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
   reads = (backdoor_dir,) + ((teacher_dir,) if teacher_dir else ())
   rundir.check_workdir(workdir, reads=reads)  # Before reading the backdoor.
   backdoor = load_backdoor(backdoor_dir)
-  fp = common.fingerprint(config.defense, config.seed, backdoor['fingerprint'],
-                          name)
+  fp = fingerprint(config, backdoor['fingerprint'], workdir)
   return record.run_once(
       workdir, fingerprint=fp, label=name, overwrite=overwrite, reads=reads,
       body=lambda: _defend(config, workdir, fp, backdoor_dir=backdoor_dir,
                            teacher_dir=teacher_dir, setup=setup))
+
+
+def own_fields(defense: dict[str, Any], name: str) -> dict[str, Any]:
+  """The fields of a defense section (`derive.to_dict` form) that defense
+  `name` reads: all but the other defenses' sections, and but the teacher's
+  for a defense that trains none."""
+  others = set(defenses.DEFENSE_NAMES) - {name}
+  if name not in defenses.NEEDS_TEACHER:
+    others.add('teacher')
+  return {k: v for k, v in defense.items() if k not in others}
+
+
+def fingerprint(config: ml_collections.ConfigDict, backdoor_fp: str,
+                workdir: str) -> str:
+  """A defense run's fingerprint: its seed, the backdoored model's
+  fingerprint and `own_fields` of `config.defense`, so a change of one
+  defense's fields (NBA's lr, ANP's threshold) never blocks the reuse or
+  resume of another defense's runs.
+
+  Runs made before hashed the whole defense section. A run in `workdir`
+  whose recorded fingerprint is that older one, recomputed from the section
+  it recorded, and whose own fields equal this config's, keeps it: it is
+  reused or resumed, not refused.
+  """
+  name = config.defense.name
+  section = derive.to_dict(config.defense)
+  mine = own_fields(section, name)
+  recorded = common.recorded_run(workdir) or {}
+  old = recorded.get('config')
+  if isinstance(old, dict) and 'defense' in old and 'name' not in old:
+    old = old['defense']  # A checkpoint's metadata holds the whole config.
+  if isinstance(old, dict) and old.get('name') == name:
+    older = common.fingerprint(old, config.seed, backdoor_fp, name)
+    if (recorded.get('fingerprint') == older and
+        common.fingerprint(own_fields(old, name)) == common.fingerprint(mine)):
+      return older
+  return common.fingerprint(mine, config.seed, backdoor_fp, name)
 
 
 def _defend(config, workdir, fp, *, backdoor_dir, teacher_dir,
