@@ -9,16 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from nbajax import training
 from nbajax.checkpoint import CheckpointError, Checkpointer
-from tests.tiny import TinyNet
-
-
-def _state(num_classes=10, seed=0):
-  tx = training.make_optimizer(training.make_schedule(
-      lr=0.1, schedule='constant', steps_per_epoch=1, epochs=1))
-  return training.create_train_state(TinyNet(num_classes), tx,
-                                     jax.random.key(seed), (8, 8, 1))
+from tests.tiny import tiny_state as _state
 
 
 class TestCheckpointer:

@@ -23,7 +23,7 @@ from nbajax.pipeline import attack as attack_job
 from nbajax.pipeline import defend as defend_job
 from nbajax.pipeline import common, defense_setup, derive
 from nbajax.pipeline import train as train_job
-from tests.test_checkpoint import _state as tiny_state
+from tests.tiny import tiny_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join('experiments', 'configs', 'digits.py')

@@ -39,7 +39,7 @@ from nbajax.checkpoint import (CheckpointError, Checkpointer,
 from nbajax.pipeline import fields, validate
 from nbajax.pipeline import train as train_job
 from nbajax.training.steps import classification_sums
-from tests.tiny import TinyNet, digits
+from tests.tiny import TinyNet, digits, tiny_state as _state
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -385,13 +385,6 @@ def test_finished_workdir_of_other_settings_is_not_overwritten(tmp_path):
 # ------------------------------------------------------------ checkpoints
 
 
-def _state(num_classes=10, seed=0, lr=0.1):
-  tx = training.make_optimizer(training.make_schedule(
-      lr=lr, schedule='constant', steps_per_epoch=1, epochs=1))
-  return training.create_train_state(TinyNet(num_classes),
-                                     tx, jax.random.key(seed), (8, 8, 1))
-
-
 def _leaves_equal(a, b):
   return all(np.array_equal(np.asarray(p), np.asarray(q)) for p, q in zip(
       jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
@@ -536,7 +529,7 @@ class TestCheckpointFailures:
     script = textwrap.dedent(f'''
         import os, signal
         import orbax.checkpoint as ocp
-        from tests.test_reliability import _state
+        from tests.tiny import tiny_state as _state
         from nbajax.checkpoint import Checkpointer
         async def die(*args, **kwargs):
           os.kill(os.getpid(), signal.SIGKILL)
