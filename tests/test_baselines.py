@@ -84,6 +84,47 @@ class TestMcr:
     halves = xf.reshape(2, 5, 2).var(1).mean(0)
     np.testing.assert_allclose(stats['bn']['var'], halves, rtol=1e-4)
 
+  def test_batch_norm_statistics_under_augmentation_are_the_augmented_ones(
+      self):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (10, 1, 1, 2)).astype(np.uint8)
+    v = _bn_variables()
+    key = jax.random.key(3)
+    shift = lambda x, k: x / 255.0 + jax.random.uniform(k, x.shape)
+    stats = mcr.reestimate_batch_stats(BnNet(), v['params'],
+                                       v['batch_stats'], x, batch_size=5,
+                                       augment_fn=shift, key=key)
+    seen = np.stack([np.asarray(shift(jnp.asarray(x[i:i + 5]),
+                                      jax.random.fold_in(key, i // 5)))
+                     for i in (0, 5)]).reshape(2, 5, 2)
+    np.testing.assert_allclose(stats['bn']['mean'], seen.mean((0, 1)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(stats['bn']['var'], seen.var(1).mean(0),
+                               rtol=1e-4)
+    with pytest.raises(ValueError, match='needs a key'):
+      mcr.reestimate_batch_stats(BnNet(), v['params'], v['batch_stats'], x,
+                                 augment_fn=shift)
+
+  def test_the_result_re_estimates_batch_norm_under_the_defense_augmentation(
+      self):
+    ctx = _context()
+    cfg = _config()
+    cfg.mcr.t = 0.0  # The backdoored weights: only the statistics differ.
+    cfg.mcr.bn_augment = True
+    assert cfg.crop_padding == 1
+    plan = defenses.get_defense('mcr')(ctx, cfg)
+    augmented = plan.view(plan.start)['batch_stats']
+    # Seeded by the run's key: the sweep and the result see the same draws.
+    assert _max_abs_diff(plan.view(plan.start)['batch_stats'],
+                         augmented) == 0.0
+    cfg.mcr.bn_augment = False
+    plain = defenses.get_defense('mcr')(ctx, cfg).view(plan.start)
+    expected = mcr.reestimate_batch_stats(
+        ctx.model, ctx.variables['params'], ctx.variables['batch_stats'],
+        ctx.x_clean)
+    assert _max_abs_diff(plain['batch_stats'], expected) < 1e-6
+    assert _max_abs_diff(augmented, expected) > 1e-3
+
   def test_plan_ends_at_the_two_end_points_and_records_the_sweep(self):
     ctx = _context()
     plan = defenses.get_defense('mcr')(ctx, _config())

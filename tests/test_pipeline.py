@@ -260,6 +260,20 @@ def test_a_float32_model_keeps_the_fingerprint_it_had_before_compute_dtype(
       older, empty)
 
 
+def test_mcr_without_augmented_batch_norm_keeps_its_earlier_fingerprint(
+    tmp_path):
+  config = digits_config.get_config()
+  config.defense.name = 'mcr'
+  older = config.copy_and_resolve_references()
+  del older.defense.mcr['bn_augment']  # A run saved before the field.
+  empty = str(tmp_path / 'none')
+  fp = lambda c: defend_job.fingerprint(c, 'bfp', empty)
+  assert not config.defense.mcr.bn_augment  # What the earlier runs did.
+  assert fp(config) == fp(older)
+  config.defense.mcr.bn_augment = True  # Other statistics: another run.
+  assert fp(config) != fp(older)
+
+
 def test_build_model_computes_in_the_configs_dtype():
   config = digits_config.get_config()
   dataset = common.load_data(config.data)

@@ -136,6 +136,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.defense.mcr = ml_collections.ConfigDict()
   c.defense.mcr.t = 0.3  # The point on the curve that is the result.
   c.defense.mcr.sweep = tuple(i / 10 for i in range(11))  # Recorded only.
+  # True: the result's batch-norm statistics re-estimated on the clean
+  # subset under the defense's crop/flip/cutout; False: on the images as
+  # they are (kept by the validation check, configs/digits_mcr_bn.py).
+  c.defense.mcr.bn_augment = False
 
   # ANP (Wu & Wang 2021), the paper's defaults; nothing fine-tuned after.
   c.defense.anp = ml_collections.ConfigDict()

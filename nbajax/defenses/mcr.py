@@ -11,12 +11,16 @@ minimizes E_{t ~ U(0, 1)} CE(f_{phi_theta(t)}(x), y), batch norm in train
 mode. The defended model is the curve at `mcr.t` (the paper's range
 0.2-0.4; default 0.3) with its batch-norm statistics re-estimated on the
 clean subset (running statistics learnt along the curve describe no single
-point). ACC/ASR along t (`mcr.sweep`) are recorded for the report's plot;
-nothing is chosen from them.
+point); with `mcr.bn_augment`, under the defense's augmentation (the
+subset is made of images the model was trained on, whose plain
+statistics need not be those of unseen images; docs/design.md §10 has
+what that changes and why it is not the default). ACC/ASR along t
+(`mcr.sweep`) are recorded for the report's plot; nothing is chosen from
+them.
 """
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +31,11 @@ from nbajax import losses, training
 from nbajax.defenses.base import DefenseInputs, Plan, check_number
 from nbajax.errors import check_range
 from nbajax.models.common import BN_MOMENTUM
+from nbajax.training import from_config
+
+# fold_in tag of the augmentation draws of the batch-norm re-estimation, apart
+# from the training's draws of the same run key.
+_BN_KEY = 0x6d6372
 
 
 def bezier(w0: Any, theta: Any, w1: Any, t: jax.typing.ArrayLike) -> Any:
@@ -38,7 +47,9 @@ def bezier(w0: Any, theta: Any, w1: Any, t: jax.typing.ArrayLike) -> Any:
 
 
 def reestimate_batch_stats(model, params: Any, batch_stats: Any,
-                           x: np.ndarray, *, batch_size: int = 256) -> Any:
+                           x: np.ndarray, *, batch_size: int = 256,
+                           augment_fn: Callable | None = None,
+                           key: jax.Array | None = None) -> Any:
   """Batch-norm statistics of `params` on x: the mean over batches of each
   batch's statistics, weighted by its size.
 
@@ -52,16 +63,28 @@ def reestimate_batch_stats(model, params: Any, batch_stats: Any,
     batch_stats: a 'batch_stats' tree (its structure only).
     x: uint8 [n, H, W, C] images.
     batch_size: images per pass.
+    augment_fn: `(x, key) -> float x` applied to each batch before its pass
+      (`from_config.augment_fn`), or None for the images as they are.
+    key: PRNG key of the augmentation (batch i draws from
+      `fold_in(key, i)`, so the same key gives the same statistics);
+      required with augment_fn.
 
   Returns:
     The new 'batch_stats' tree (empty when the model has none).
+
+  Raises:
+    ValueError: augment_fn without a key.
   """
+  if augment_fn is not None and key is None:
+    raise ValueError('reestimate_batch_stats: augment_fn needs a key')
   if not jax.tree_util.tree_leaves(batch_stats):
     return batch_stats
   zeros = jax.tree_util.tree_map(jnp.zeros_like, batch_stats)
   total = zeros
-  for start in range(0, len(x), batch_size):
+  for i, start in enumerate(range(0, len(x), batch_size)):
     chunk = x[start:start + batch_size]
+    if augment_fn is not None:
+      chunk = augment_fn(jnp.asarray(chunk), jax.random.fold_in(key, i))
     total = jax.tree_util.tree_map(lambda a, s: a + len(chunk) * s, total,
                                    _batch_statistics(model, params, zeros,
                                                      chunk))
@@ -106,7 +129,9 @@ def make_curve_loss(model):
 
 
 def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
-  """MCR with `cfg.mcr.t` and `cfg.mcr.sweep` (see module docstring).
+  """MCR with `cfg.mcr.t`, `cfg.mcr.sweep` and `cfg.mcr.bn_augment` (see
+  module docstring; the augmentation is the defense section's crop_padding,
+  flip and cutout).
 
   Raises:
     ValueError: without a teacher (the fine-tuned end point), or t
@@ -120,11 +145,16 @@ def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
   start = {'params': jax.tree_util.tree_map(lambda a, b: (a + b) / 2, w0, w1),
            'batch_stats': inputs.variables['batch_stats']}
   x = inputs.x_clean
+  augment = from_config.augment_fn(cfg) if cfg.mcr.bn_augment else None
+  if augment is not None:
+    augment = jax.jit(augment)
+  bn_key = jax.random.fold_in(inputs.key, _BN_KEY)
 
   def point(trained: dict[str, Any], t: float) -> dict[str, Any]:
     params = bezier(w0, trained['params'], w1, t)
     return {'params': params, 'batch_stats': reestimate_batch_stats(
-        inputs.model, params, trained['batch_stats'], x)}
+        inputs.model, params, trained['batch_stats'], x, augment_fn=augment,
+        key=bn_key)}
 
   def sweep(trained, evaluate):
     return [{'value': float(t), **evaluate(point(trained, float(t)))}

@@ -58,14 +58,27 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
                            teacher_dir=teacher_dir, setup=setup))
 
 
+# Fields added to a defense's section after runs were saved, with the value
+# that does what those runs did: at that value a field is left out of the
+# fingerprint, so the saved runs keep theirs and are reused, and any other
+# value is a different run.
+ADDED_FIELDS = {('mcr', 'bn_augment'): False}
+
+
 def own_fields(defense: dict[str, Any], name: str) -> dict[str, Any]:
   """The fields of a defense section (`derive.to_dict` form) that defense
   `name` reads: all but the other defenses' sections, and but the teacher's
-  for a defense that trains none."""
+  for a defense that trains none; an `ADDED_FIELDS` field at its earlier
+  behavior's value is left out."""
   others = set(defenses.DEFENSE_NAMES) - {name}
   if name not in defenses.NEEDS_TEACHER:
     others.add('teacher')
-  return {k: v for k, v in defense.items() if k not in others}
+  mine = {k: v for k, v in defense.items() if k not in others}
+  for (section, field), before in ADDED_FIELDS.items():
+    sub = mine.get(section)
+    if isinstance(sub, dict) and field in sub and sub[field] == before:
+      mine[section] = {k: v for k, v in sub.items() if k != field}
+  return mine
 
 
 def fingerprint(config: ml_collections.ConfigDict, backdoor_fp: str,
