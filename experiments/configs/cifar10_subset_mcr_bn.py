@@ -14,7 +14,8 @@ off it.
 
 BadNets, one backdoored-model seed (the subset's validation sweep of NBA's
 lr ran on the same model: `cifar10_subset_nba_lr.py`, same workdir). 2-core
-CPU: ~15 min for the model alone, ~7 per MCR run.
+CPU, one or two other runs beside it: 18 min for the model, 3-5 per MCR
+run (26 min in all).
 """
 
 import ml_collections

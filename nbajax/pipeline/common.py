@@ -41,14 +41,31 @@ def training_fingerprint(config: ml_collections.ConfigDict, *tail: Any) -> str:
                      config.train, *tail)
 
 
+def omit_added_fields(section: dict[str, Any],
+                      added: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+  """`section` (`to_dict` form) as a fingerprint hashes it: without each
+  field of `added` (its path of keys -> the value that does what runs saved
+  before the field did) that holds that value, so those runs keep their
+  fingerprints and any other value is a different run."""
+  out = dict(section)
+  for (head, *rest), before in added.items():
+    if rest:
+      if isinstance(out.get(head), dict):
+        out[head] = omit_added_fields(out[head], {tuple(rest): before})
+    elif head in out and out[head] == before:
+      del out[head]
+  return out
+
+
+# `config.model` fields added after runs were saved (`omit_added_fields`).
+MODEL_ADDED_FIELDS = {('compute_dtype',): 'float32'}
+
+
 def model_section(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   """`config.model` as a fingerprint hashes it: `compute_dtype` only when it
   is not 'float32' (the field came after runs were saved; a float32 model
   keeps the fingerprint it had without it)."""
-  section = to_dict(model_cfg)
-  if section.get('compute_dtype', 'float32') == 'float32':
-    section.pop('compute_dtype', None)
-  return section
+  return omit_added_fields(to_dict(model_cfg), MODEL_ADDED_FIELDS)
 
 
 def load_data(data_cfg: ml_collections.ConfigDict) -> 'data_lib.Dataset':

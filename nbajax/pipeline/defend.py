@@ -58,10 +58,8 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
                            teacher_dir=teacher_dir, setup=setup))
 
 
-# Fields added to a defense's section after runs were saved, with the value
-# that does what those runs did: at that value a field is left out of the
-# fingerprint, so the saved runs keep theirs and are reused, and any other
-# value is a different run.
+# `config.defense` fields added after runs were saved, with the value that
+# does what those runs did (`common.omit_added_fields`).
 ADDED_FIELDS = {('mcr', 'bn_augment'): False}
 
 
@@ -73,12 +71,8 @@ def own_fields(defense: dict[str, Any], name: str) -> dict[str, Any]:
   others = set(defenses.DEFENSE_NAMES) - {name}
   if name not in defenses.NEEDS_TEACHER:
     others.add('teacher')
-  mine = {k: v for k, v in defense.items() if k not in others}
-  for (section, field), before in ADDED_FIELDS.items():
-    sub = mine.get(section)
-    if isinstance(sub, dict) and field in sub and sub[field] == before:
-      mine[section] = {k: v for k, v in sub.items() if k != field}
-  return mine
+  return common.omit_added_fields(
+      {k: v for k, v in defense.items() if k not in others}, ADDED_FIELDS)
 
 
 def fingerprint(config: ml_collections.ConfigDict, backdoor_fp: str,
