@@ -70,6 +70,20 @@ class TestVariantConfig:
       rest[v]['nba'].pop('optimizer')
     assert rest['s12'] == rest['nba'] and rest['cos'] == rest['nba']
 
+  @pytest.mark.parametrize('sweep', ['digits_nba_sweep4',
+                                     'gtsrb_nba_sweep4'])
+  def test_round_four_changes_only_the_pseudo_epochs(self, tmp_path, sweep):
+    config = importlib.import_module(
+        f'experiments.configs.{sweep}').get_config()
+    cfg = derive.cell_config(config, attack='badnets', seed=0,
+                             workdir=str(tmp_path))
+    got = {v: ablation.variant_config(cfg, v).defense.to_dict()
+           for v in ('nba', 'f16', 'f12')}
+    assert [got[v]['nba'].pop('pseudo_epochs') for v in got] == [0, 16, 12]
+    assert got['f16'] == got['nba'] and got['f12'] == got['nba']
+    for v in ('f16', 'f12'):
+      nba.check(ablation.variant_config(cfg, v).defense)
+
   def test_unknown_variant_names_the_known_ones(self, tmp_path):
     with pytest.raises(ValueError, match="'nope'.*align_clean"):
       ablation.variant_config(_cell_config(tmp_path), 'nope')

@@ -232,6 +232,73 @@ class TestNba:
       nba.make_nba_loss(_model(), cfg, betas=BETAS)
 
 
+def _phased_call(cfg, pseudo: bool):
+  """The phased NBA loss of `cfg` on `_batch()`, its phase set to `pseudo`."""
+  ctx = _context()
+  loss_fn = nba.make_nba_loss(ctx.model, cfg, betas=BETAS, phased=True)
+  x, y = _batch()
+  v = ctx.variables
+  aux = {'teacher': ctx.teacher, 'pseudo': jnp.asarray(pseudo)}
+  return jax.jit(loss_fn)(v['params'], v['batch_stats'], x, y,
+                          jax.random.key(5), aux)  # `_call`'s key.
+
+
+class TestNbaPhases:
+  """`nba.pseudo_epochs`: pseudo samples in the first epochs only."""
+
+  def test_a_pseudo_step_is_the_unphased_loss(self):
+    cfg = _config().nba
+    phased, (_, phased_sums) = _phased_call(cfg, True)
+    plain, (_, plain_sums) = _nba_loss(_context(), cfg, BETAS)
+    np.testing.assert_allclose(float(phased), float(plain), rtol=1e-6)
+    assert float(phased_sums['pseudo_ce']) > 0
+    np.testing.assert_allclose(float(phased_sums['pseudo_ce']),
+                               float(plain_sums['pseudo_ce']), rtol=1e-6)
+
+  def test_a_clean_step_drops_every_pseudo_term(self):
+    cfg = _config().nba
+    cfg.kd = 0.5  # Every pseudo term on, so that each must be dropped.
+    phased, (_, sums) = _phased_call(cfg, False)
+    clean = cfg.copy_and_resolve_references()
+    clean.gamma, clean.lam, clean.kd = 0.0, 0.0, 0.0
+    expected, _ = _nba_loss(_context(), clean, BETAS)
+    np.testing.assert_allclose(float(phased), float(expected), rtol=1e-6)
+    for term in ('pseudo_align', 'pseudo_ce', 'pseudo_kd'):
+      assert float(sums[term]) == 0.0
+    assert float(sums['align']) > 0
+
+  def test_the_phase_follows_the_epoch(self):
+    aux = nba.pseudo_phase({'w': 1}, 3)
+    assert [bool(aux(None, e)['pseudo']) for e in range(5)] == [
+        True, True, True, False, False]
+    assert aux(None, 0)['teacher'] == {'w': 1}
+
+  def test_plan_is_phased_only_when_asked(self):
+    cfg = _config(epochs=2)
+    assert nba.plan(_context(), cfg).epoch_aux is None
+    cfg.nba.pseudo_epochs = 1
+    plan = nba.plan(_context(), cfg)
+    assert plan.aux is None and plan.epoch_aux is not None
+
+  def test_the_defense_crafts_in_its_first_epochs_only(self):
+    cfg = _config(epochs=3)
+    cfg.nba.pseudo_epochs = 2
+    _, history = _defend('nba', _context(n=32), cfg)
+    assert [h['train_pseudo_ce'] > 0 for h in history] == [True, True, False]
+    assert all(h['train_align'] > 0 for h in history)
+
+  @pytest.mark.parametrize('value, words', [
+      (-1, 'nba.pseudo_epochs'), (1.5, 'nba.pseudo_epochs'),
+      (2, 'nba.pseudo_epochs=2 leaves none of the 2 epochs')])
+  def test_check_names_a_bad_count(self, value, words):
+    cfg = _config(epochs=2)
+    # A fresh section: a config file may hold any type in any field.
+    cfg.nba = ml_collections.ConfigDict({**cfg.nba.to_dict(),
+                                         'pseudo_epochs': value})
+    with pytest.raises(ValueError, match=words):
+      nba.check(cfg)
+
+
 _SHARDED_SCRIPT = textwrap.dedent('''
     import os
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'

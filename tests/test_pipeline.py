@@ -274,6 +274,19 @@ def test_mcr_without_augmented_batch_norm_keeps_its_earlier_fingerprint(
   assert fp(config) != fp(older)
 
 
+def test_nba_with_pseudo_samples_every_epoch_keeps_its_earlier_fingerprint(
+    tmp_path):
+  config = digits_config.get_config()
+  older = config.copy_and_resolve_references()
+  del older.defense.nba['pseudo_epochs']  # A run saved before the field.
+  empty = str(tmp_path / 'none')
+  fp = lambda c: defend_job.fingerprint(c, 'bfp', empty)
+  assert config.defense.nba.pseudo_epochs == 0  # What the earlier runs did.
+  assert fp(config) == fp(older)
+  config.defense.nba.pseudo_epochs = 16  # A clean finish: another run.
+  assert fp(config) != fp(older)
+
+
 def test_build_model_computes_in_the_configs_dtype():
   config = digits_config.get_config()
   dataset = common.load_data(config.data)

@@ -130,6 +130,9 @@ def get_config() -> ml_collections.ConfigDict:
   # for the last 4 of the 20 epochs ({} trains NBA as the others).
   c.defense.nba.optimizer = ml_collections.ConfigDict(
       dict(schedule='step', boundaries=(16,), decay=0.1))
+  # Epochs that craft and use pseudo samples; the rest train on the clean
+  # terms alone. 0: every epoch.
+  c.defense.nba.pseudo_epochs = 0
 
   # MCR (Zhao et al. 2020): the curve between the backdoored model and the
   # teacher, trained with the defense's optimizer fields.

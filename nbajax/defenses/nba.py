@@ -23,7 +23,10 @@ field of `cfg.nba`:
   discarded ('train', the running statistics stay those of clean data) or
   in eval mode ('eval');
 * `optimizer`: changes of the defense's optimizer fields NBA trains with
-  (the default: lr x 0.1 for the last 4 of 20 epochs).
+  (the default: lr x 0.1 for the last 4 of 20 epochs);
+* `pseudo_epochs`: the epochs that craft and use pseudo samples; the ones
+  after them train on the clean terms alone (CE + behavior on x), without
+  crafting (0, the default: every epoch).
 
 With weights spatial-only and gamma = lam = kd = 0 this is NAD exactly.
 """
@@ -32,11 +35,12 @@ import functools
 import numbers
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from nbajax import generator, losses
-from nbajax.defenses.base import (DefenseInputs, Plan, check_number,
-                                  layer_betas)
+from nbajax.defenses.base import (DefenseInputs, Plan, check_integer,
+                                  check_number, layer_betas)
 from nbajax.training import classification_sums
 
 ALIGN_TO = ('clean', 'pseudo')
@@ -90,16 +94,37 @@ def check(cfg: ml_collections.ConfigDict) -> None:
   if not isinstance(c.random_start, bool):
     raise ValueError('nba.random_start must be True or False, got '
                      f'{c.random_start!r}')
+  check_integer(c, 'nba', 'pseudo_epochs', low=0)
+  check_pseudo_epochs(c.pseudo_epochs, section(cfg).epochs)
+
+
+def check_pseudo_epochs(pseudo_epochs: int, epochs: int) -> None:
+  """A phased NBA (`pseudo_epochs` > 0) must leave an epoch without pseudo
+  samples.
+
+  Raises:
+    ValueError: when `pseudo_epochs` is not below the `epochs` NBA trains.
+  """
+  if pseudo_epochs and pseudo_epochs >= epochs:
+    raise ValueError(
+        f'nba.pseudo_epochs={pseudo_epochs} leaves none of the {epochs} '
+        'epochs NBA trains without pseudo samples: use 0 for pseudo samples '
+        'in every epoch')
 
 
 def make_nba_loss(model, cfg: ml_collections.ConfigDict, *,
-                  betas: dict[str, float]):
-  """Loss `(params, batch_stats, x, y, key, teacher) -> (loss, aux)`.
+                  betas: dict[str, float], phased: bool = False):
+  """Loss `(params, batch_stats, x, y, key, aux) -> (loss, aux_out)`.
 
   Args:
     model: linen module shared by student and teacher.
     cfg: `defense.nba` config.
     betas: layer -> beta.
+    phased: False: `aux` is the teacher's variables and every step uses
+      the pseudo samples. True: `aux` is `{'teacher': variables, 'pseudo':
+      bool[]}` and a step whose `pseudo` is False neither crafts nor uses
+      pseudo samples: its loss is `cfg`'s with gamma = lam = kd = 0, the
+      same terms logged (the pseudo ones at 0).
 
   Raises:
     ValueError: for an unknown `align_to`, `pseudo_bn` or generator field.
@@ -146,7 +171,37 @@ def make_nba_loss(model, cfg: ml_collections.ConfigDict, *,
     sums = classification_sums(logits, y, loss, terms)
     return loss, (updates['batch_stats'], sums)
 
-  return loss_fn
+  if not phased:
+    return loss_fn
+
+  def clean_loss_fn(params, batch_stats, x, y, teacher):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    (logits, feats), updates = model.apply(variables, x, train=True,
+                                           mutable=['batch_stats'])
+    _, t_feats = model.apply(teacher, x, train=False)
+    loss, terms = losses.nba_loss(logits, feats, t_feats, y, betas=betas,
+                                  weights=weights, p=p)
+    sums = classification_sums(logits, y, loss, terms)
+    return loss, (updates['batch_stats'], sums)
+
+  def phased_loss_fn(params, batch_stats, x, y, key, aux):
+    teacher = aux['teacher']
+    # lax.cond runs one branch: the clean epochs skip the crafting's cost.
+    return jax.lax.cond(
+        aux['pseudo'],
+        lambda: loss_fn(params, batch_stats, x, y, key, teacher),
+        lambda: clean_loss_fn(params, batch_stats, x, y, teacher))
+
+  return phased_loss_fn
+
+
+def pseudo_phase(teacher, pseudo_epochs: int):
+  """`epoch_aux` of a phased NBA: `(variables, epoch) -> {'teacher',
+  'pseudo'}`, pseudo samples on in epochs `0 .. pseudo_epochs - 1`."""
+  def aux(variables, epoch):
+    del variables  # The phase depends on the epoch alone.
+    return {'teacher': teacher, 'pseudo': jnp.asarray(epoch < pseudo_epochs)}
+  return aux
 
 
 def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
@@ -158,9 +213,17 @@ def plan(inputs: DefenseInputs, cfg: ml_collections.ConfigDict) -> Plan:
   if inputs.teacher is None:
     raise ValueError('nba needs a teacher (the fine-tuned backdoored model)')
   betas = layer_betas(cfg.nba, inputs.model_name)
-  loss_fn = make_nba_loss(inputs.model, cfg.nba, betas=betas)
-  return Plan(loss_fn=loss_fn, start=inputs.variables,
-              aux=jax.device_get(inputs.teacher), section=section(cfg))
+  trained = section(cfg)
+  teacher = jax.device_get(inputs.teacher)
+  pseudo_epochs = int(cfg.nba.pseudo_epochs)
+  if not pseudo_epochs:
+    return Plan(loss_fn=make_nba_loss(inputs.model, cfg.nba, betas=betas),
+                start=inputs.variables, aux=teacher, section=trained)
+  check_pseudo_epochs(pseudo_epochs, trained.epochs)
+  return Plan(
+      loss_fn=make_nba_loss(inputs.model, cfg.nba, betas=betas, phased=True),
+      start=inputs.variables, section=trained,
+      epoch_aux=pseudo_phase(teacher, pseudo_epochs))
 
 
 def section(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -60,7 +60,8 @@ def run_defense(config: ml_collections.ConfigDict, workdir: str, *,
 
 # `config.defense` fields added after runs were saved, with the value that
 # does what those runs did (`common.omit_added_fields`).
-ADDED_FIELDS = {('mcr', 'bn_augment'): False}
+ADDED_FIELDS = {('mcr', 'bn_augment'): False,
+                ('nba', 'pseudo_epochs'): 0}
 
 
 def own_fields(defense: dict[str, Any], name: str) -> dict[str, Any]:
