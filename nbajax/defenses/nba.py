@@ -24,9 +24,9 @@ field of `cfg.nba`:
   in eval mode ('eval');
 * `optimizer`: changes of the defense's optimizer fields NBA trains with
   (the default: lr x 0.1 for the last 4 of 20 epochs);
-* `pseudo_epochs`: the epochs that craft and use pseudo samples; the ones
-  after them train on the clean terms alone (CE + behavior on x), without
-  crafting (0, the default: every epoch).
+* `pseudo_epochs`: the epochs that use pseudo samples; the ones after them
+  train on the clean terms alone (CE + behavior on x) (0, the default:
+  every epoch).
 
 With weights spatial-only and gamma = lam = kd = 0 this is NAD exactly.
 """
@@ -122,9 +122,9 @@ def make_nba_loss(model, cfg: ml_collections.ConfigDict, *,
     betas: layer -> beta.
     phased: False: `aux` is the teacher's variables and every step uses
       the pseudo samples. True: `aux` is `{'teacher': variables, 'pseudo':
-      bool[]}` and a step whose `pseudo` is False neither crafts nor uses
-      pseudo samples: its loss is `cfg`'s with gamma = lam = kd = 0, the
-      same terms logged (the pseudo ones at 0).
+      bool[]}` and a step whose `pseudo` is False does not use the pseudo
+      samples: its loss and gradient are `cfg`'s with gamma = lam = kd = 0,
+      the same terms logged (the pseudo ones at 0).
 
   Raises:
     ValueError: for an unknown `align_to`, `pseudo_bn` or generator field.
@@ -146,7 +146,8 @@ def make_nba_loss(model, cfg: ml_collections.ConfigDict, *,
       target=cfg.generator_target, random_start=bool(cfg.random_start),
       distance_fn=distance)
 
-  def loss_fn(params, batch_stats, x, y, key, teacher):
+  def outputs(params, batch_stats, x, key, teacher):
+    """Student and teacher outputs every term is computed from."""
     variables = {'params': params, 'batch_stats': batch_stats}
     frozen = jax.lax.stop_gradient(variables)
     teacher_fn = lambda z: model.apply(teacher, z, train=False)
@@ -164,33 +165,43 @@ def make_nba_loss(model, cfg: ml_collections.ConfigDict, *,
       a_logits, a_feats = t_logits, t_feats
     else:
       a_logits, a_feats = teacher_fn(x_pseudo)
-    loss, terms = losses.nba_loss(
+    return (logits, feats, t_feats, p_logits, p_feats, a_logits, a_feats,
+            updates['batch_stats'])
+
+  def full_loss(logits, feats, t_feats, y, p_logits, p_feats, a_logits,
+                a_feats):
+    return losses.nba_loss(
         logits, feats, t_feats, y, p_logits, p_feats, a_logits, a_feats,
         betas=betas, weights=weights, gamma=gamma, lam=lam, kd_weight=kd,
         temperature=float(cfg.kd_temperature), p=p)
+
+  def loss_fn(params, batch_stats, x, y, key, teacher):
+    (logits, feats, t_feats, p_logits, p_feats, a_logits, a_feats,
+     new_stats) = outputs(params, batch_stats, x, key, teacher)
+    loss, terms = full_loss(logits, feats, t_feats, y, p_logits, p_feats,
+                            a_logits, a_feats)
     sums = classification_sums(logits, y, loss, terms)
-    return loss, (updates['batch_stats'], sums)
+    return loss, (new_stats, sums)
 
   if not phased:
     return loss_fn
 
-  def clean_loss_fn(params, batch_stats, x, y, teacher):
-    variables = {'params': params, 'batch_stats': batch_stats}
-    (logits, feats), updates = model.apply(variables, x, train=True,
-                                           mutable=['batch_stats'])
-    _, t_feats = model.apply(teacher, x, train=False)
-    loss, terms = losses.nba_loss(logits, feats, t_feats, y, betas=betas,
-                                  weights=weights, p=p)
-    sums = classification_sums(logits, y, loss, terms)
-    return loss, (updates['batch_stats'], sums)
-
   def phased_loss_fn(params, batch_stats, x, y, key, aux):
-    teacher = aux['teacher']
-    # lax.cond runs one branch: the clean epochs skip the crafting's cost.
-    return jax.lax.cond(
-        aux['pseudo'],
-        lambda: loss_fn(params, batch_stats, x, y, key, teacher),
-        lambda: clean_loss_fn(params, batch_stats, x, y, teacher))
+    # Both losses are computed and one is selected: on XLA:CPU a lax.cond
+    # around the crafting ran every step 2-4x slower than plain NBA's
+    # (docs/design.md §7), more than the crafting a clean step would skip.
+    (logits, feats, t_feats, p_logits, p_feats, a_logits, a_feats,
+     new_stats) = outputs(params, batch_stats, x, key, aux['teacher'])
+    full, full_terms = full_loss(logits, feats, t_feats, y, p_logits,
+                                 p_feats, a_logits, a_feats)
+    clean, clean_terms = losses.nba_loss(logits, feats, t_feats, y,
+                                         betas=betas, weights=weights, p=p)
+    on = aux['pseudo']
+    loss = jnp.where(on, full, clean)
+    terms = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b),
+                                   full_terms, clean_terms)
+    sums = classification_sums(logits, y, loss, terms)
+    return loss, (new_stats, sums)
 
   return phased_loss_fn
 
