@@ -260,30 +260,23 @@ def test_a_float32_model_keeps_the_fingerprint_it_had_before_compute_dtype(
       older, empty)
 
 
-def test_mcr_without_augmented_batch_norm_keeps_its_earlier_fingerprint(
-    tmp_path):
+@pytest.mark.parametrize('defense, field, earlier, other', [
+    ('mcr', 'bn_augment', False, True),  # Other statistics: another run.
+    ('nba', 'pseudo_epochs', 0, 16),  # A clean finish: another run.
+])
+def test_a_field_added_later_keeps_the_earlier_fingerprint_at_its_old_value(
+    tmp_path, defense, field, earlier, other):
   config = digits_config.get_config()
-  config.defense.name = 'mcr'
+  config.defense.name = defense
   older = config.copy_and_resolve_references()
-  del older.defense.mcr['bn_augment']  # A run saved before the field.
+  del older.defense[defense][field]  # A run saved before the field.
   empty = str(tmp_path / 'none')
   fp = lambda c: defend_job.fingerprint(c, 'bfp', empty)
-  assert not config.defense.mcr.bn_augment  # What the earlier runs did.
+  # The default does what the earlier runs did.
+  assert config.defense[defense][field] == earlier
+  assert defend_job.ADDED_FIELDS[(defense, field)] == earlier
   assert fp(config) == fp(older)
-  config.defense.mcr.bn_augment = True  # Other statistics: another run.
-  assert fp(config) != fp(older)
-
-
-def test_nba_with_pseudo_samples_every_epoch_keeps_its_earlier_fingerprint(
-    tmp_path):
-  config = digits_config.get_config()
-  older = config.copy_and_resolve_references()
-  del older.defense.nba['pseudo_epochs']  # A run saved before the field.
-  empty = str(tmp_path / 'none')
-  fp = lambda c: defend_job.fingerprint(c, 'bfp', empty)
-  assert config.defense.nba.pseudo_epochs == 0  # What the earlier runs did.
-  assert fp(config) == fp(older)
-  config.defense.nba.pseudo_epochs = 16  # A clean finish: another run.
+  config.defense[defense][field] = other
   assert fp(config) != fp(older)
 
 
