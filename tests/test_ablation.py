@@ -84,6 +84,24 @@ class TestVariantConfig:
     for v in ('f16', 'f12'):
       nba.check(ablation.variant_config(cfg, v).defense)
 
+  @pytest.mark.parametrize('sweep', ['digits_nba_sweep5',
+                                     'gtsrb_nba_sweep5'])
+  def test_round_five_changes_only_the_mode_or_the_channel_weight(
+      self, tmp_path, sweep):
+    config = importlib.import_module(
+        f'experiments.configs.{sweep}').get_config()
+    cfg = derive.cell_config(config, attack='badnets', seed=0,
+                             workdir=str(tmp_path))
+    got = {v: ablation.variant_config(cfg, v).defense.to_dict()
+           for v in ('nba', 'ps', 'sp')}
+    assert [got[v]['nba'].pop('mode') for v in got] == [
+        'universal', 'per_sample', 'universal']
+    assert [got[v]['nba']['weights'].pop('channel') for v in got] == [
+        0.2, 0.2, 0.0]
+    assert got['ps'] == got['nba'] and got['sp'] == got['nba']
+    for v in ('ps', 'sp'):
+      nba.check(ablation.variant_config(cfg, v).defense)
+
   def test_unknown_variant_names_the_known_ones(self, tmp_path):
     with pytest.raises(ValueError, match="'nope'.*align_clean"):
       ablation.variant_config(_cell_config(tmp_path), 'nope')
