@@ -102,6 +102,19 @@ class TestVariantConfig:
     for v in ('ps', 'sp'):
       nba.check(ablation.variant_config(cfg, v).defense)
 
+  @pytest.mark.parametrize('sweep', ['digits_nba_sweep6',
+                                     'gtsrb_nba_sweep6'])
+  def test_round_six_changes_only_the_channel_weight(self, tmp_path, sweep):
+    config = importlib.import_module(
+        f'experiments.configs.{sweep}').get_config()
+    cfg = derive.cell_config(config, attack='badnets', seed=0,
+                             workdir=str(tmp_path))
+    got = {v: ablation.variant_config(cfg, v).defense.to_dict()
+           for v in ('nba', 'c05', 'c1')}
+    assert [got[v]['nba']['weights'].pop('channel') for v in got] == [
+        0.2, 0.5, 1.0]
+    assert got['c05'] == got['nba'] and got['c1'] == got['nba']
+
   def test_unknown_variant_names_the_known_ones(self, tmp_path):
     with pytest.raises(ValueError, match="'nope'.*align_clean"):
       ablation.variant_config(_cell_config(tmp_path), 'nope')
