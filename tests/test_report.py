@@ -323,6 +323,31 @@ class MergeCliTest(_TestCase):
     self.assertEqual(code, 2)
     self.assertIn("('badnets', 'nba', 0) differs", err)
 
+  def test_attacks_keeps_only_their_cells_for_the_table_and_checks(self):
+    cells = _claim_cells() + [
+        _cell('sig', d, 0.9, a) for d, a in
+        (('none', 1.0), ('nba', 0.9), ('nad', 0.9), ('ft', 0.9))]
+    path = self._write('a.json', cells)
+    code, out, _ = self._run(path, '--claim', 'nba')
+    self.assertEqual(code, 0)
+    self.assertIn('**Target does not hold**', out)  # SIG's 90 % counts.
+    code, out, _ = self._run(path, '--attacks', 'badnets, blend', '--claim',
+                             'nba')
+    self.assertEqual(code, 0)
+    self.assertNotIn('SIG', out)
+    self.assertIn('**Target holds**', out)
+    self.assertIn('over 2 implanted attacks: badnets, blend', out)
+
+  def test_attacks_the_results_lack_are_a_clear_error(self):
+    path = self._write('a.json', _claim_cells())
+    for value, words in (('badnets,wanet', "no cells of ['wanet']; the "
+                          "results have ['badnets', 'blend']"),
+                         (',', 'names no attack')):
+      code, _, err = self._run(path, '--attacks', value)
+      self.assertEqual(code, 2)
+      self.assertIn(words, err)
+      self.assertEqual(len(err.strip().splitlines()), 1)
+
   def test_a_missing_file_is_a_clear_error(self):
     code, _, err = self._run('/nonexistent/results.json')
     self.assertEqual(code, 2)

@@ -9,6 +9,12 @@ the NBA claim and the removal target for that defense against NAD and FT.
   python -m nbajax.report runs/gtsrb/results.json runs/gtsrb/align_clean.json \
       --claim align_clean
 
+`--attacks A,B` keeps only those attacks' cells, for a table or a check
+over a subset (e.g. the attacks that pass a stricter implant bar):
+
+  python -m nbajax.report docs/gtsrb_test/models_10epochs/results.json \
+      --attacks badnets,blend,trojan --claim nba
+
 `--compare REFERENCE` checks that the results reproduce a published run
 (`nbajax.report.compare`): every reference cell present with equal metrics
 (within `--tolerance` points); exit 1 when not, 2 for a bad input:
@@ -48,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--claim', metavar='METHOD',
                       help='check the NBA claim and the removal target for '
                       'this defense')
+  parser.add_argument('--attacks', metavar='A,B',
+                      help='keep only the cells of these attacks '
+                      '(comma-separated)')
   parser.add_argument('--compare', metavar='REFERENCE',
                       help='a published results.json: list the cells the '
                       'results do not reproduce; exit 1 if any')
@@ -57,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     cells = merge_cells(args.results)
+    if args.attacks is not None:
+      cells = select_attacks(cells, args.attacks)
     if args.compare:  # Read and checked before any output, as the outdir.
       check_range(args.tolerance, '--tolerance (points)', low=0.0,
                   high=100.0, high_open=True, error=UserError)
@@ -136,6 +147,25 @@ def merge_cells(paths: Sequence[str]) -> list[dict]:
         continue
       merged[key] = cell
   return list(merged.values())
+
+
+def select_attacks(cells: list[dict], attacks: str) -> list[dict]:
+  """The cells of the comma-separated `attacks`, in their order.
+
+  Raises:
+    UserError: an empty list, or an attack no cell has (the error names
+      the attacks the cells have).
+  """
+  wanted = [a.strip() for a in attacks.split(',') if a.strip()]
+  have = sorted({c['attack'] for c in cells})
+  if not wanted:
+    raise UserError(f'--attacks {attacks!r} names no attack; the results '
+                    f'have {have}')
+  missing = [a for a in wanted if a not in have]
+  if missing:
+    raise UserError(f'--attacks: no cells of {missing}; the results have '
+                    f'{have}')
+  return [c for c in cells if c['attack'] in wanted]
 
 
 if __name__ == '__main__':
