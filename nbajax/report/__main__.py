@@ -150,7 +150,7 @@ def merge_cells(paths: Sequence[str]) -> list[dict]:
 
 
 def select_attacks(cells: list[dict], attacks: str) -> list[dict]:
-  """The cells of the comma-separated `attacks`, in their order.
+  """The cells whose attack is one of the comma-separated `attacks`.
 
   Raises:
     UserError: an empty list, or an attack no cell has (the error names
