@@ -51,8 +51,8 @@ class TestVariantConfig:
 
   @pytest.mark.parametrize('sweep', ['digits_nba_sweep3',
                                      'gtsrb_nba_sweep3'])
-  def test_round_three_changes_only_when_nba_s_rate_drops(self, tmp_path,
-                                                         sweep):
+  def test_round_three_moves_only_when_nba_s_rate_drops(self, tmp_path,
+                                                        sweep):
     config = importlib.import_module(
         f'experiments.configs.{sweep}').get_config()
     cfg = derive.cell_config(config, attack='badnets', seed=0,
@@ -64,56 +64,49 @@ class TestVariantConfig:
     assert got['nba'] == ('step', (16,), 0.1, cfg.defense.lr, 20)
     assert got['s12'] == ('step', (12,), 0.1, cfg.defense.lr, 20)
     assert got['cos'][0] == 'cosine' and got['cos'][3:] == got['nba'][3:]
-    rest = {}  # Nothing else of the defense moves.
-    for v in ('nba', 's12', 'cos'):
-      rest[v] = ablation.variant_config(cfg, v).defense.to_dict()
-      rest[v]['nba'].pop('optimizer')
-    assert rest['s12'] == rest['nba'] and rest['cos'] == rest['nba']
 
-  @pytest.mark.parametrize('sweep', ['digits_nba_sweep4',
-                                     'gtsrb_nba_sweep4'])
-  def test_round_four_changes_only_the_pseudo_epochs(self, tmp_path, sweep):
+  # Each round's candidates: the `config.defense.nba` fields each changes
+  # (dotted paths) with their values; the default's value in DEFAULTS.
+  ROUNDS = {
+      'nba_sweep3': {'s12': {'optimizer.boundaries': (12,)},
+                     'cos': {'optimizer.schedule': 'cosine'}},
+      'nba_sweep4': {'f16': {'pseudo_epochs': 16},
+                     'f12': {'pseudo_epochs': 12}},
+      'nba_sweep5': {'ps': {'mode': 'per_sample'},
+                     'sp': {'weights.channel': 0.0}},
+      'nba_sweep6': {'c05': {'weights.channel': 0.5},
+                     'c1': {'weights.channel': 1.0}},
+  }
+  DEFAULTS = {'optimizer.boundaries': (16,), 'optimizer.schedule': 'step',
+              'pseudo_epochs': 0, 'mode': 'universal',
+              'weights.channel': 0.2}
+
+  @pytest.mark.parametrize('data', ['digits', 'gtsrb'])
+  @pytest.mark.parametrize('sweep', sorted(ROUNDS))
+  def test_each_round_changes_only_its_candidates_fields(self, tmp_path,
+                                                         sweep, data):
     config = importlib.import_module(
-        f'experiments.configs.{sweep}').get_config()
+        f'experiments.configs.{data}_{sweep}').get_config()
     cfg = derive.cell_config(config, attack='badnets', seed=0,
                              workdir=str(tmp_path))
-    got = {v: ablation.variant_config(cfg, v).defense.to_dict()
-           for v in ('nba', 'f16', 'f12')}
-    assert [got[v]['nba'].pop('pseudo_epochs') for v in got] == [0, 16, 12]
-    assert got['f16'] == got['nba'] and got['f12'] == got['nba']
-    for v in ('f16', 'f12'):
-      nba.check(ablation.variant_config(cfg, v).defense)
+    assert config.ablation.report == sweep
 
-  @pytest.mark.parametrize('sweep', ['digits_nba_sweep5',
-                                     'gtsrb_nba_sweep5'])
-  def test_round_five_changes_only_the_mode_or_the_channel_weight(
-      self, tmp_path, sweep):
-    config = importlib.import_module(
-        f'experiments.configs.{sweep}').get_config()
-    cfg = derive.cell_config(config, attack='badnets', seed=0,
-                             workdir=str(tmp_path))
-    got = {v: ablation.variant_config(cfg, v).defense.to_dict()
-           for v in ('nba', 'ps', 'sp')}
-    assert [got[v]['nba'].pop('mode') for v in got] == [
-        'universal', 'per_sample', 'universal']
-    assert [got[v]['nba']['weights'].pop('channel') for v in got] == [
-        0.2, 0.2, 0.0]
-    assert got['ps'] == got['nba'] and got['sp'] == got['nba']
-    for v in ('ps', 'sp'):
-      nba.check(ablation.variant_config(cfg, v).defense)
+    def flat(d, prefix=''):
+      out = {}
+      for k, v in d.items():
+        out.update(flat(v, f'{prefix}{k}.') if isinstance(v, dict)
+                   else {f'{prefix}{k}': v})
+      return out
 
-  @pytest.mark.parametrize('sweep', ['digits_nba_sweep6',
-                                     'gtsrb_nba_sweep6'])
-  def test_round_six_changes_only_the_channel_weight(self, tmp_path, sweep):
-    config = importlib.import_module(
-        f'experiments.configs.{sweep}').get_config()
-    cfg = derive.cell_config(config, attack='badnets', seed=0,
-                             workdir=str(tmp_path))
-    got = {v: ablation.variant_config(cfg, v).defense.to_dict()
-           for v in ('nba', 'c05', 'c1')}
-    assert [got[v]['nba']['weights'].pop('channel') for v in got] == [
-        0.2, 0.5, 1.0]
-    assert got['c05'] == got['nba'] and got['c1'] == got['nba']
+    default = flat(ablation.variant_config(cfg, 'nba').defense.to_dict())
+    for path, value in self.DEFAULTS.items():
+      assert default[f'nba.{path}'] == value
+    for variant, changes in self.ROUNDS[sweep].items():
+      defense = ablation.variant_config(cfg, variant).defense
+      got = flat(defense.to_dict())
+      moved = {k[len('nba.'):]: v for k, v in got.items() if default[k] != v}
+      assert moved == changes, variant
+      nba.check(defense)
 
   def test_unknown_variant_names_the_known_ones(self, tmp_path):
     with pytest.raises(ValueError, match="'nope'.*align_clean"):
