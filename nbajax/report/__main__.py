@@ -12,7 +12,7 @@ the NBA claim and the removal target for that defense against NAD and FT.
 `--attacks A,B` keeps only those attacks' cells, for a table or a check
 over a subset (e.g. the attacks that pass a stricter implant bar):
 
-  python -m nbajax.report docs/gtsrb_test/models_10epochs/results.json \
+  python -m nbajax.report docs/gtsrb_test/models_10epochs/grid_seed0.json \
       --attacks badnets,blend,trojan --claim nba
 
 `--compare REFERENCE` checks that the results reproduce a published run
