@@ -338,6 +338,18 @@ class MergeCliTest(_TestCase):
     self.assertIn('**Target holds**', out)
     self.assertIn('over 2 implanted attacks: badnets, blend', out)
 
+  def test_attacks_narrow_a_comparison_on_both_sides(self):
+    cells = _claim_cells()
+    reference = self._write('ref.json', cells)
+    moved = self._write('moved.json', [
+        dict(c, asr=0.9) if c['attack'] == 'blend' else c for c in cells])
+    code, out, _ = self._run(moved, '--compare', reference)
+    self.assertEqual(code, 1)
+    code, out, _ = self._run(moved, '--attacks', 'badnets', '--compare',
+                             reference)
+    self.assertEqual(code, 0)
+    self.assertIn('all 4 reference cells reproduced', out)
+
   def test_attacks_the_results_lack_are_a_clear_error(self):
     path = self._write('a.json', _claim_cells())
     for value, words in (('badnets,wanet', "no cells of ['wanet']; the "

@@ -9,8 +9,9 @@ the NBA claim and the removal target for that defense against NAD and FT.
   python -m nbajax.report runs/gtsrb/results.json runs/gtsrb/align_clean.json \
       --claim align_clean
 
-`--attacks A,B` keeps only those attacks' cells, for a table or a check
-over a subset (e.g. the attacks that pass a stricter implant bar):
+`--attacks A,B` keeps only those attacks' cells (of the results and of a
+`--compare` reference), for a table or a check over a subset (e.g. the
+attacks that pass a stricter implant bar):
 
   python -m nbajax.report docs/gtsrb_test/models_10epochs/grid_seed0.json \
       --attacks badnets,blend,trojan --claim nba
@@ -72,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       check_range(args.tolerance, '--tolerance (points)', low=0.0,
                   high=100.0, high_open=True, error=UserError)
       reference = merge_cells([args.compare])
+      if args.attacks is not None:  # The same subset on both sides.
+        kept = {c['attack'] for c in cells}
+        reference = [c for c in reference if c['attack'] in kept]
     if args.outdir:  # Before any output: a refused outdir changes nothing.
       rundir.check_report_outdir(args.outdir, OUTPUTS)
     print(tables.markdown_table(cells, spread=args.spread))
