@@ -86,3 +86,28 @@ def test_cli_bad_compute_dtype_is_one_line():
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: --compute_dtype must be one of ['float32', 'bfloat16'], got "
       "'fp16'")
+
+
+def _conv_weight_grad_script():
+  """docs/bench/conv_weight_grad.py as a module (it is not a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = REPO / 'docs' / 'bench' / 'conv_weight_grad.py'
+  spec = importlib.util.spec_from_file_location('conv_weight_grad', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_hand_written_weight_gradients_equal_xlas():
+  # The design note's timings compare like with like only if the
+  # hand-written gradients are the convolution's weight gradient.
+  import jax  # pylint: disable=g-import-not-at-top
+  script = _conv_weight_grad_script()
+  keys = jax.random.split(jax.random.PRNGKey(1), 3)
+  x = jax.random.normal(keys[0], (2, 5, 6, 3))
+  w = jax.random.normal(keys[1], (3, 3, 3, 4))
+  g = jax.random.normal(keys[2], (2, 5, 6, 4))
+  ref = script.weight_grad_xla(x, w, g)
+  assert ref.shape == w.shape
+  for fn in (script.weight_grad_im2col, script.weight_grad_shifted):
+    assert jax.numpy.allclose(fn(x, w, g), ref, rtol=1e-5, atol=1e-5)
