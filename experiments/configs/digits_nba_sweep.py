@@ -17,7 +17,7 @@ within 1 point, the highest mean DER. The controls say whether what wins
 is NBA's pseudo-sample alignment at all.
 
 The result (`nba_sweep.md`, `nba_sweep.json` in the workdir; committed under
-docs/digits_val/) and the choice it led to are in the README.
+docs/digits_val/) and the choice it led to are in docs/validation.md.
 """
 
 import ml_collections

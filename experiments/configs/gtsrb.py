@@ -9,8 +9,8 @@ defense 20 epochs of SGD Nesterov at a constant lr 0.01 (NAD's published 0.1
 start collapsed ACC to 20-38 % here), wd 1e-4, batch 64; NBA with the
 project's defaults (configs/base.py). The attacks that did not implant in 5
 epochs at our first settings were changed on the validation split
-(configs/gtsrb_implant.py, README "GTSRB: does each attack implant?"):
-WaNet trains 20 epochs, SIG's delta is 40/255, CL's PGD eps 16/255,
+(configs/gtsrb_implant.py; docs/validation.md, "GTSRB: does each attack
+implant?"): WaNet trains 20 epochs, SIG's delta is 40/255, CL's PGD eps 16/255,
 Refool's alpha 0.5 (`ATTACK_CHANGES`; before them: commit 9c38361).
 
 Train a clean model (2-core CPU: ~75 s an epoch, plus ~10 s of evaluation):
@@ -41,15 +41,16 @@ from experiments.configs import base
 
 
 # Where an attack did not implant on validation in 5 epochs at our first
-# settings, what changed (each measured on validation; README, "GTSRB: does
-# each attack implant?"):
+# settings, what changed (each measured on validation; docs/validation.md,
+# "GTSRB: does each attack implant?"):
 # - WaNet trains 20 epochs (its own paper trains far longer still);
 # - SIG, whose ASR stayed at 54-63 % whether trained 5 or 15 epochs at
 #   delta 20/255, gets the stronger signal BackdoorBench uses, 40/255;
 # - CL's PGD budget grows from 8/255 (47.5 % ASR) to 16/255 (74.3 %;
-#   32/255 gave 53.2 %). Still not implanted: see README;
+#   32/255 gave 53.2 %). Still not implanted: see docs/validation.md;
 # - Refool's reflection weight grows from 0.3 (13.5 %) to 0.5 (52.9 %; 3
-#   reflections instead of 10: 53.0 %). Still not implanted: see README.
+#   reflections instead of 10: 53.0 %). Still not implanted: see
+#   docs/validation.md.
 #   (A JSON string, the form its validation run was given, so that the runs
 #   made with it are the ones this config names.)
 ATTACK_CHANGES = {'wanet': {'epochs': 20},

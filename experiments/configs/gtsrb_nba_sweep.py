@@ -23,7 +23,7 @@ candidates (not the controls), those whose mean validation ACC is at most
 1 point below NAD's; of those the lowest mean validation ASR (ties: the
 higher ACC); if none is within 1 point, the highest mean DER. One default
 serves every data set, so a candidate that wins here but not on digits
-does not become the default: the README says what each sweep shows.
+does not become the default: docs/validation.md says what each sweep shows.
 """
 
 import ml_collections
