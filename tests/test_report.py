@@ -771,5 +771,86 @@ class CheckTargetTest(absltest.TestCase):
       report.check_target(_claim_cells(), acc_baseline='fp')
 
 
+def _target_cells():
+  """NBA, NAD, FT and three candidates on two attacks; 'half' lacks blend,
+  SIG's model is not implanted (ASR 40 % before defense)."""
+  cands = [_cell(a, d, acc, asr) for a in ('badnets', 'blend')
+           for d, acc, asr in (('low_asr', 0.93, 0.01),   # 2.5 points lost
+                               ('keeps_acc', 0.952, 0.06))]
+  return _claim_cells(
+      nba=(0.95, 0.04), nad=(0.955, 0.30), ft=(0.96, 0.50),
+      extra=cands + [_cell('badnets', 'half', 0.95, 0.0),
+                     _cell('sig', 'none', 0.96, 0.40),
+                     _cell('sig', 'nba', 0.90, 0.30)])
+
+
+class TargetMapTest(_TestCase):
+
+  def test_points_bound_and_missing(self):
+    tmap = report.target_map(_target_cells())
+    self.assertEqual(tmap.attacks, ('badnets', 'blend'))  # SIG left out.
+    self.assertEqual(tmap.missing, ('half',))
+    expected = {'ft': (-0.005, 0.5), 'nad': (0.0, 0.3), 'nba': (0.005, 0.04),
+                'low_asr': (0.025, 0.01), 'keeps_acc': (0.003, 0.06)}
+    self.assertCountEqual(tmap.points, expected)
+    for d, (loss, asr) in expected.items():
+      np.testing.assert_allclose(tmap.points[d], (loss, asr), atol=1e-12)
+    self.assertAlmostEqual(tmap.max_asr, 0.05)  # min(5 %, 15 %, 25 %)
+    self.assertAlmostEqual(tmap.max_extra_acc_loss, 0.01)
+
+  def test_the_bound_follows_a_low_baseline(self):
+    tmap = report.target_map(_claim_cells(nad=(0.955, 0.06)))
+    self.assertAlmostEqual(tmap.max_asr, 0.03)  # Half of NAD's 6 %.
+
+  def test_a_point_in_the_region_is_what_check_target_calls_met(self):
+    cells = _target_cells()
+    tmap = report.target_map(cells)
+    for d in ('nba', 'low_asr', 'keeps_acc'):
+      loss, asr = tmap.points[d]
+      inside = loss <= tmap.max_extra_acc_loss and asr <= tmap.max_asr
+      with self.subTest(defense=d):
+        self.assertEqual(report.check_target(cells, method=d).holds, inside)
+    self.assertTrue(report.check_target(cells, method='nba').holds)
+
+  def test_nothing_to_draw_without_the_baselines(self):
+    cells = [c for c in _claim_cells() if c['defense'] != 'ft']
+    self.assertIsNone(report.target_map(cells))
+    with self.assertRaises(plots.NoTargetError):
+      report.plot_target(cells, os.path.join(self._tempdir(), 't.png'))
+
+  def test_png(self):
+    path = report.plot_target(_target_cells(),
+                              os.path.join(self._tempdir(), 'target.png'),
+                              title='Demo')
+    self.assertEqual(_png_size(path), (840, 600))
+
+  def test_cli_writes_it_with_plots_and_a_claim(self):
+    results = os.path.join(self._tempdir(), 'r.json')
+    with open(results, 'w') as f:
+      json.dump(_target_cells(), f)
+    for extra, written in ((['--claim', 'nba'], True), ([], False)):
+      outdir = os.path.join(self._tempdir(), 'out')
+      with self.subTest(extra=extra), \
+          contextlib.redirect_stdout(io.StringIO()) as out:
+        code = report_cli.main([results, '--outdir', outdir, '--plots',
+                                *extra])
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            os.path.exists(os.path.join(outdir, 'target.png')), written)
+        self.assertEqual('target.png' in out.getvalue(), written)
+
+  def test_cli_says_why_there_is_no_target(self):
+    results = os.path.join(self._tempdir(), 'r.json')
+    with open(results, 'w') as f:
+      json.dump([c for c in _claim_cells() if c['defense'] != 'nad'], f)
+    outdir = os.path.join(self._tempdir(), 'out')
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+      code = report_cli.main([results, '--outdir', outdir, '--plots',
+                              '--claim', 'nba'])
+    self.assertEqual(code, 0)
+    self.assertIn('no target.png: no implanted attack', out.getvalue())
+    self.assertFalse(os.path.exists(os.path.join(outdir, 'target.png')))
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -19,7 +19,8 @@ A result *cell* is one evaluated model (one attack x defense x seed)::
    'config': {...}}          # optional, JSON only
 
 Entry points: `write_results`, `markdown_table`, `check_claim` and
-`check_target` (the NBA claim and the removal target), `plot_acc_vs_asr`,
+`check_target` (the NBA claim and the removal target), `target_map` and
+`plot_target` (every defense against the target), `plot_acc_vs_asr`,
 `plot_curves`, `plot_sweeps`, `plot_attention_maps`, `write_implant` (how
 well each attack implanted), `compare_cells` (does a run reproduce a
 published one).
@@ -30,6 +31,7 @@ import it.
 from nbajax.report.cells import CLEAN_ATTACK
 from nbajax.report.claim import check_claim
 from nbajax.report.claim import check_target
+from nbajax.report.claim import target_map
 from nbajax.report.compare import compare_cells
 from nbajax.report.cells import DEFENSE_ORDER
 from nbajax.report.cells import METRICS
@@ -44,6 +46,7 @@ from nbajax.report.tables import json_text
 from nbajax.report.tables import markdown_table
 
 _LAZY = {'plot_acc_vs_asr': 'plots', 'plot_curves': 'plots',
+         'plot_target': 'plots',
          'plot_attention_maps': 'maps', 'plot_sweeps': 'sweeps'}
 
 
@@ -59,5 +62,5 @@ def __getattr__(name):
 __all__ = ['CLEAN_ATTACK', 'DEFENSE_ORDER', 'METRICS', 'check_claim',
            'check_target', 'compare_cells', 'csv_text', 'implant_rows', 'json_text', 'markdown_table',
            'plot_acc_vs_asr', 'plot_attention_maps', 'plot_curves',
-           'plot_sweeps', 'results_markdown', 'split_sentence', 'validate_cells',
-           'write_implant', 'write_results']
+           'plot_sweeps', 'plot_target', 'results_markdown', 'split_sentence',
+           'target_map', 'validate_cells', 'write_implant', 'write_results']

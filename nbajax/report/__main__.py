@@ -9,6 +9,13 @@ the NBA claim and the removal target for that defense against NAD and FT.
   python -m nbajax.report runs/gtsrb/results.json runs/gtsrb/align_clean.json \
       --claim align_clean
 
+With `--plots` and `--claim`, `target.png` draws every defense's mean ASR
+against its extra ACC loss beyond NAD, with the target's region: how far
+each candidate of a sweep is from it:
+
+  python -m nbajax.report docs/gtsrb_val/nba_sweep*.json --outdir OUT \
+      --plots --claim nba
+
 `--attacks A,B` keeps only those attacks' cells (of the results and of a
 `--compare` reference), for a table or a check over a subset (e.g. the
 attacks that pass a stricter implant bar):
@@ -88,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = files.write_results(
             cells, args.outdir, title=args.title, spread=args.spread,
             seeds_aggregate=not args.per_seed, plots=args.plots)
+        if args.plots and args.claim:
+          paths.update(_target_plot(cells, args.outdir, args.claim,
+                                    args.title))
       print('\n'.join(f'wrote {p}' for p in paths.values()))
     if args.compare:
       return _compare(cells, reference, args.compare, args.tolerance)
@@ -95,6 +105,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0
+
+
+def _target_plot(cells: list[dict], outdir: str, method: str,
+                 title: str) -> dict[str, str]:
+  """{'target': path} of target.png, or {} (saying why) when the cells
+  have no implanted attack with NAD and FT to draw the target from."""
+  from nbajax.report import plots  # pylint: disable=g-import-not-at-top
+  try:
+    path = plots.plot_target(cells, os.path.join(outdir, TARGET_PNG),
+                             method=method, title=title)
+  except plots.NoTargetError as e:
+    print(f'no {TARGET_PNG}: {e}')
+    return {}
+  return {'target': path}
 
 
 def _compare(cells: list[dict], reference: list[dict], reference_path: str,
@@ -115,8 +139,9 @@ def _compare(cells: list[dict], reference: list[dict], reference_path: str,
 
 
 # What `files.write_results` may write (the curves' names depend on cells).
+TARGET_PNG = 'target.png'  # With --plots and --claim.
 OUTPUTS = (files.RESULTS_JSON, files.RESULTS_CSV, files.RESULTS_MD,
-           'acc_vs_asr.png')
+           'acc_vs_asr.png', TARGET_PNG)
 
 
 def merge_cells(paths: Sequence[str]) -> list[dict]:

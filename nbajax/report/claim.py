@@ -265,3 +265,69 @@ def check_target(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
   return _check(cells, name='Target', rule=rule, method=method,
                 baselines=baselines, bar=bar,
                 min_implanted_asr=min_implanted_asr)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetMap:
+  """Where each defense stands against the removal target (`target_map`).
+
+  Attributes:
+    attacks: the implanted attacks the means are over (those every
+      baseline has).
+    points: defense -> (extra ACC loss against the accuracy baseline, mean
+      ASR), fractions, for every defense with all of `attacks` (the
+      baselines included; the accuracy baseline's loss is 0).
+    max_asr: the largest mean ASR the target allows: `max_asr`, and
+      `asr_ratio` x each baseline's mean ASR.
+    max_extra_acc_loss: the largest extra ACC loss it allows.
+    missing: defenses left out, lacking a mean over `attacks`.
+  """
+  attacks: tuple[str, ...]
+  points: Mapping[str, tuple[float, float]]
+  max_asr: float
+  max_extra_acc_loss: float
+  missing: tuple[str, ...] = ()
+
+
+def target_map(cells: Iterable[Mapping[str, Any]], *,
+               baselines: Sequence[str] = ('nad', 'ft'),
+               asr_ratio: float = 0.5, max_asr: float = 0.05,
+               acc_baseline: str = 'nad', max_extra_acc_loss: float = 0.01,
+               min_implanted_asr: float = 0.5) -> TargetMap | None:
+  """Every defense's means against `check_target`'s bar (same arguments).
+
+  A defense at `points[d] = (loss, asr)` meets the target exactly when
+  `loss <= max_extra_acc_loss` and `asr <= max_asr` of the result, which
+  is how `check_target(cells, method=d)` judges it on the means. Meant for
+  comparing many candidates at once (a validation sweep's variants).
+
+  Returns:
+    A `TargetMap`, or None when no implanted attack has the models before
+    defense and every baseline.
+
+  Raises:
+    ValueError: `acc_baseline` not among `baselines`; as
+      `nbajax.report.cells.validate_cells`.
+  """
+  if acc_baseline not in baselines:
+    raise ValueError(f'acc_baseline {acc_baseline!r} is not one of the '
+                     f'baselines {tuple(baselines)}')
+  cells, _ = _drop_unimplanted(cells_lib.validate_cells(cells),
+                               min_implanted_asr)
+  groups = cells_lib.group_cells(cells)
+  attacks = _implanted(cells, groups, tuple(baselines))
+  base = _means(groups, attacks, tuple(baselines)) if attacks else None
+  if base is None:
+    return None
+  points, missing = {}, []
+  for d in cells_lib.defense_order(cells):
+    if d == 'none':
+      continue
+    m = _means(groups, attacks, (d,))
+    if m is None:
+      missing.append(d)
+      continue
+    points[d] = (base.acc[acc_baseline] - m.acc[d], m.asr[d])
+  bound = min([max_asr] + [asr_ratio * base.asr[b] for b in baselines])
+  return TargetMap(attacks, points, bound, max_extra_acc_loss,
+                   tuple(missing))

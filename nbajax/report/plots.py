@@ -13,6 +13,7 @@ from matplotlib import ticker
 import numpy as np
 
 from nbajax.report import cells as cells_lib
+from nbajax.report import claim
 from nbajax.report import figure
 from nbajax.report import tables
 
@@ -115,6 +116,79 @@ def plot_acc_vs_asr(cells: Iterable[Mapping[str, Any]], path: str, *,
   ax.grid(alpha=0.3)
   ax.legend(title='Defense' + (f' (bars: ± {spread} over seeds)'
                                if bars else ''), loc='best')
+  return figure.save_png(fig, path)
+
+
+class NoTargetError(ValueError):
+  """The cells hold nothing the removal target can be drawn from."""
+
+
+TARGET_FIGSIZE = (7.0, 5.0)  # inches: 840 x 600 px at DPI.
+# Mean ASRs below this (in %) are drawn at it on the log axis.
+TARGET_ASR_FLOOR = 0.1
+
+
+@figure.styled
+def plot_target(cells: Iterable[Mapping[str, Any]], path: str, *,
+                method: str = 'nba', title: str = '',
+                defense_labels: Mapping[str, str] | None = None) -> str:
+  """Each defense's mean ASR (y, log) against its extra ACC loss beyond
+  NAD (x), with the removal target's region shaded (`claim.target_map`,
+  `check_target`'s defaults): how far each candidate of a sweep is from
+  the target, and on which side.
+
+  Args:
+    cells: result cells with 'none' cells and the baselines NAD and FT.
+    path: PNG file to write (TARGET_FIGSIZE at DPI).
+    method: the defense drawn as the reference (a filled star).
+    title: prefix of the figure title.
+    defense_labels: display names of defenses (over `tables.DEFENSE_LABELS`).
+
+  Returns:
+    `path`.
+
+  Raises:
+    NoTargetError: no implanted attack with the models before defense,
+      NAD and FT.
+    ValueError: invalid cells.
+  """
+  tmap = claim.target_map(cells)
+  if tmap is None:
+    raise NoTargetError('no implanted attack has the models before '
+                        'defense, nad and ft to draw the target from')
+  d_names = {**tables.DEFENSE_LABELS, **(defense_labels or {})}
+  fig = figure.new_figure(TARGET_FIGSIZE)
+  ax = fig.add_subplot()
+  xs = [100 * loss for loss, _ in tmap.points.values()]
+  x_low = min(xs + [0.0]) - 0.5
+  x_high = max(xs + [100 * tmap.max_extra_acc_loss]) + 0.5
+  bound = max(100 * tmap.max_asr, TARGET_ASR_FLOOR)
+  ax.fill_between([x_low, 100 * tmap.max_extra_acc_loss],
+                  TARGET_ASR_FLOOR / 2, bound, color='C2', alpha=0.15,
+                  linewidth=0, label='target met')
+  for i, (d, (loss, asr)) in enumerate(tmap.points.items()):
+    if d == method:
+      color, marker = 'C3', '*'
+    elif d in _STYLES:
+      color, marker = _STYLES[d]
+    else:
+      color, marker = '0.25', 'o'
+    y = max(100 * asr, TARGET_ASR_FLOOR)
+    ax.plot([100 * loss], [y], marker=marker, color=color,
+            ms=14 if d == method else 8, linestyle='none')
+    ax.annotate(d_names.get(d, d), (100 * loss, y),
+                xytext=(6, 5 if i % 2 == 0 else -12),
+                textcoords='offset points', fontsize=8, color=color)
+  ax.set_yscale('log')
+  ax.set_ylim(TARGET_ASR_FLOOR / 2, 150.0)
+  ax.set_xlim(x_low, x_high)
+  ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f'{v:g}'))
+  ax.set_xlabel('extra ACC loss against NAD (points; left is better)')
+  ax.set_ylabel(f'mean ASR (%, log; < {TARGET_ASR_FLOOR:g} drawn at it)')
+  ax.set_title(f'{title + ": " if title else ""}the removal target over '
+               f'{len(tmap.attacks)} implanted attacks')
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(loc='upper right')
   return figure.save_png(fig, path)
 
 
