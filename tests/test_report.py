@@ -767,8 +767,10 @@ class CheckTargetTest(absltest.TestCase):
     self.assertTrue(check.lines[6].startswith('- seed 1: does not hold'))
 
   def test_the_accuracy_baseline_must_be_a_baseline(self):
-    with self.assertRaisesRegex(ValueError, 'acc_baseline'):
-      report.check_target(_claim_cells(), acc_baseline='fp')
+    for fn in (report.check_target, report.target_map):
+      with self.subTest(fn=fn.__name__), \
+          self.assertRaisesRegex(ValueError, 'acc_baseline'):
+        fn(_claim_cells(), acc_baseline='fp')
 
 
 def _target_cells():

@@ -207,6 +207,13 @@ def check_claim(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
                 min_implanted_asr=min_implanted_asr)
 
 
+def _check_acc_baseline(acc_baseline: str, baselines: Sequence[str]) -> None:
+  """Raises ValueError unless `acc_baseline` is one of `baselines`."""
+  if acc_baseline not in baselines:
+    raise ValueError(f'acc_baseline {acc_baseline!r} is not one of the '
+                     f'baselines {tuple(baselines)}')
+
+
 def check_target(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
                  baselines: Sequence[str] = ('nad', 'ft'),
                  asr_ratio: float = 0.5, max_asr: float = 0.05,
@@ -236,9 +243,7 @@ def check_target(cells: Iterable[Mapping[str, Any]], *, method: str = 'nba',
     ValueError: `acc_baseline` not among `baselines`; as
       `nbajax.report.cells.validate_cells`.
   """
-  if acc_baseline not in baselines:
-    raise ValueError(f'acc_baseline {acc_baseline!r} is not one of the '
-                     f'baselines {tuple(baselines)}')
+  _check_acc_baseline(acc_baseline, baselines)
 
   def bar(m: _Means, method: str) -> tuple[bool, list[str]]:
     lines, holds = [], True
@@ -309,9 +314,7 @@ def target_map(cells: Iterable[Mapping[str, Any]], *,
     ValueError: `acc_baseline` not among `baselines`; as
       `nbajax.report.cells.validate_cells`.
   """
-  if acc_baseline not in baselines:
-    raise ValueError(f'acc_baseline {acc_baseline!r} is not one of the '
-                     f'baselines {tuple(baselines)}')
+  _check_acc_baseline(acc_baseline, baselines)
   cells, _ = _drop_unimplanted(cells_lib.validate_cells(cells),
                                min_implanted_asr)
   groups = cells_lib.group_cells(cells)
