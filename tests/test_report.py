@@ -315,6 +315,17 @@ class MergeCliTest(_TestCase):
     self.assertEqual(header[-2:], ['NBA', 'nba2'])  # 'none' once, no error.
     self.assertIn('**Claim holds** (nba2 leaves', out)
 
+  def test_a_reader_that_closes_the_pipe_gets_no_traceback(self):
+    # `... | head -1`: the reader is gone before the table is printed.
+    path = self._write('a.json', _grid())
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'nbajax.report', path, '--claim', 'nba'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    self.assertEqual(proc.wait(timeout=120), 141, err)
+    self.assertNotIn('Traceback', err)
+
   def test_conflicting_repeats_are_refused(self):
     cells = _claim_cells()
     changed = [dict(cells[1], asr=0.5)]

@@ -197,5 +197,19 @@ def select_attacks(cells: list[dict], attacks: str) -> list[dict]:
   return [c for c in cells if c['attack'] in wanted]
 
 
+def run() -> int:
+  """`main` for the command line: a reader that closes the pipe early
+  (`| head`) ends the report quietly, as a shell tool, with 128 + SIGPIPE.
+  """
+  try:
+    code = main()
+    sys.stdout.flush()  # A closed pipe shows here, not at exit.
+    return code
+  except BrokenPipeError:
+    # Python would report the failed flush of stdout again at exit.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(run())
