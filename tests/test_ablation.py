@@ -1,11 +1,13 @@
 """The NBA ablation: variant configs, where they run, and one tiny CLI run."""
 
+import functools
 import importlib
 import json
 import os
 import subprocess
 import sys
 
+from flax import traverse_util
 import pytest
 
 from experiments.configs import base, digits
@@ -91,13 +93,7 @@ class TestVariantConfig:
                              workdir=str(tmp_path))
     assert config.ablation.report == sweep
 
-    def flat(d, prefix=''):
-      out = {}
-      for k, v in d.items():
-        out.update(flat(v, f'{prefix}{k}.') if isinstance(v, dict)
-                   else {f'{prefix}{k}': v})
-      return out
-
+    flat = functools.partial(traverse_util.flatten_dict, sep='.')
     default = flat(ablation.variant_config(cfg, 'nba').defense.to_dict())
     for path, value in self.DEFAULTS.items():
       assert default[f'nba.{path}'] == value
