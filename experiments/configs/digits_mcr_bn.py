@@ -23,8 +23,8 @@ CIFAR-10 twin (`cifar10_subset_mcr_bn.py`):
 Rule, fixed before it ran: `bn_augment = True` becomes the default if
 `mcr_augment`'s mean validation DER is at least `mcr`'s on digits and on
 the CIFAR-10 subset; otherwise the default stays False (the outcome:
-docs/validation.md, "MCR's batch-norm statistics"). The attacks and the two backdoored-model
-seeds of `digits_nba_sweep.py`.
+docs/validation.md, "MCR's batch-norm statistics"). The attacks and the
+two backdoored-model seeds of `digits_nba_sweep.py`.
 """
 
 import ml_collections

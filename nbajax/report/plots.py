@@ -167,12 +167,9 @@ def plot_target(cells: Iterable[Mapping[str, Any]], path: str, *,
                   TARGET_ASR_FLOOR / 2, bound, color='C2', alpha=0.15,
                   linewidth=0, label='target met')
   for i, (d, (loss, asr)) in enumerate(tmap.points.items()):
-    if d == method:
-      color, marker = 'C3', '*'
-    elif d in _STYLES:
-      color, marker = _STYLES[d]
-    else:
-      color, marker = '0.25', 'o'
+    # The reference as NBA is drawn everywhere; other candidates in grey.
+    color, marker = (_STYLES['nba'] if d == method
+                     else _STYLES.get(d, ('0.25', 'o')))
     y = max(100 * asr, TARGET_ASR_FLOOR)
     ax.plot([100 * loss], [y], marker=marker, color=color,
             ms=14 if d == method else 8, linestyle='none')
