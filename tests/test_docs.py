@@ -54,3 +54,43 @@ def test_readme_digits_table_is_the_committed_run():
   cells = json.loads((REPO / 'docs' / 'digits' / 'results.json').read_text())
   assert quoted == _table_lines(report.markdown_table(
       cells, metrics=('acc', 'asr')))
+
+
+# README sections whose first table quotes a committed merged report.
+_QUOTED_REPORTS = {
+    'Digits over three seeds': 'docs/digits_seeds/results.md',
+    'GTSRB, test split (this revision': 'docs/gtsrb_test/results.md',
+    'GTSRB, test split, models trained 10 epochs':
+        'docs/gtsrb_test/models_10epochs/results.md',
+    'GTSRB: WaNet': 'docs/gtsrb_test/wanet/results.md',
+    'CIFAR-10 subset (test split': 'docs/cifar10_subset/results.md',
+}
+
+
+def _cells(lines: list[str]) -> dict[str, list[str]]:
+  """'header' -> the column names, and row label -> stripped cells for every
+  row but the bold ones (the README may average over fewer attacks)."""
+  def split(line):
+    return [c.strip() for c in line.strip().strip('|').split('|')]
+  rows = {'header': split(lines[0])[1:]}
+  for line in lines[2:]:
+    label, *cells = split(line)
+    if not label.startswith('**'):
+      rows[label] = cells
+  return rows
+
+
+def test_readme_tables_quote_the_committed_reports():
+  """Each README table that quotes a merged report (`python -m
+  nbajax.report` over the committed JSONs) has its cells, defense by defense
+  and attack by attack; a regenerated report must be requoted."""
+  readme = (REPO / 'README.md').read_text(encoding='utf-8')
+  sections = {s.splitlines()[0]: s for s in readme.split('\n### ')[1:]}
+  for heading, path in _QUOTED_REPORTS.items():
+    matches = [s for title, s in sections.items() if title.startswith(heading)]
+    assert len(matches) == 1, heading
+    quoted = _cells(_table_lines(matches[0]))
+    report_md = (REPO / path).read_text(encoding='utf-8')
+    committed = _cells(_table_lines(report_md.split('## ACC / ASR', 1)[1]))
+    assert quoted.pop('header') == committed.pop('header'), heading
+    assert quoted == committed, heading
